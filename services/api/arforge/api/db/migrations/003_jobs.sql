@@ -34,6 +34,7 @@ CREATE TABLE job_events (
     job_id    uuid NOT NULL,
     type      text NOT NULL,
     time      timestamptz NOT NULL,
+    source    text NOT NULL DEFAULT '',
     run       integer NOT NULL DEFAULT 1,
     attempt   integer NOT NULL DEFAULT 0,
     data      jsonb NOT NULL DEFAULT '{}'::jsonb

@@ -1,0 +1,105 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` builds the app; its lifespan applies the SQL migrations, opens the
+asyncpg pool, makes the object store (``arforge.shared.storage.factory.make_store``),
+connects to NATS and ensures the JetStream topology, and puts them on ``app.state``
+(see :mod:`arforge.api.deps`). Routers: jobs, dead letters, health / metrics and, when that
+module is present, uploads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from arforge.shared.contracts import Registry
+from arforge.shared.settings import Settings
+
+from .db import create_pool, migrate
+from .errors import install_error_handlers
+
+log = logging.getLogger("arforge.api")
+
+API_DESCRIPTION = """
+Capture-to-AR processing: upload a walk-around video or photos, submit a job
+(photogrammetry, splatting, ai-vision, ai-generation, mesh), follow its events, download
+its artifacts. Every request needs `Authorization: Bearer afk_...`; every error is
+`{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def _optional_router(module: str) -> Any | None:
+    """``module.router`` if the module can be imported (routes owned by other helpers)."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+    return getattr(mod, "router", None)
+
+
+def _make_store(settings: Settings) -> Any | None:
+    try:
+        factory = importlib.import_module("arforge.shared.storage.factory")
+    except ModuleNotFoundError:
+        log.warning("arforge.shared.storage.factory is missing: no object store configured")
+        return None
+    return factory.make_store(settings)
+
+
+def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> FastAPI:
+    """The API app for ``settings`` (default: from the environment).
+
+    ``registry`` defaults to the seed registry with ``settings.policies`` applied.
+    """
+    from arforge.shared.settings import get_settings
+
+    settings = settings or get_settings()
+    registry = registry or Registry().with_overrides(settings.policies)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from arforge.shared.bus import connect
+
+        async with AsyncExitStack() as stack:
+            await migrate(settings.database_url)
+            pool = await create_pool(settings.database_url)
+            stack.push_async_callback(pool.close)
+            store = _make_store(settings)
+            if store is not None:
+                stack.push_async_callback(store.close)
+            bus = await connect(settings.nats_url, name="arforge-api")
+            stack.push_async_callback(bus.close)
+            await bus.ensure_topology(registry)
+            app.state.pool = pool
+            app.state.store = store
+            app.state.bus = bus
+            yield
+            app.state.pool = app.state.store = app.state.bus = None
+
+    app = FastAPI(
+        title="ARForge API",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.pool = app.state.store = app.state.bus = None
+    install_error_handlers(app)
+
+    from .routes import dead_letters, health, jobs
+
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(dead_letters.router)
+    uploads = _optional_router("arforge.api.routes.uploads")
+    if uploads is not None:
+        app.include_router(uploads)
+    return app
