@@ -1,0 +1,88 @@
+"""The tracker process: EVENTS -> ``jobs`` / ``job_events``; MAX_DELIVERIES -> DLQ.
+
+Two durable pull consumers run side by side: ``tracker`` on ``events.job.>`` and
+``tracker-advisories`` on the ADVISORIES stream. Several tracker processes may share them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arforge.shared.contracts import Event, Registry
+from arforge.shared.settings import Settings
+
+from ..db import create_pool, migrate
+from .advisories import handle_max_deliveries
+from .store import record_event
+
+log = logging.getLogger("arforge.api.tracker")
+
+EVENTS_DURABLE = "tracker"
+ADVISORIES_DURABLE = "tracker-advisories"
+EVENTS_FILTER = "events.job.>"
+
+
+async def handle_event_message(pool: Any, data: bytes) -> None:
+    """Parse one EVENTS message and record it; malformed messages are logged and dropped."""
+    try:
+        event = Event.model_validate_json(data)
+    except ValueError:
+        log.error("malformed event dropped: %r", data[:200])
+        return
+    if not event.type.startswith("job."):
+        return
+    async with pool.acquire() as conn:
+        await record_event(conn, event)
+
+
+async def run_tracker(settings: Settings, stop: asyncio.Event, *, ready: Any = None) -> None:
+    """Migrate, connect, and consume until ``stop`` is set.
+
+    ``ready`` (an ``asyncio.Event``, optional) is set once both consumers are subscribing.
+    """
+    from arforge.shared.bus import ADVISORIES, EVENTS, connect
+    from arforge.shared.bus.topology import MAX_DELIVERIES_ADVISORY
+
+    registry = Registry().with_overrides(settings.policies)
+    await migrate(settings.database_url)
+    pool = await create_pool(settings.database_url, max_size=4)
+    bus = await connect(settings.nats_url, name="arforge-tracker")
+    try:
+        await bus.ensure_topology(registry)
+
+        async def on_event(msg: Any) -> None:
+            await handle_event_message(pool, msg.data)
+
+        async def on_advisory(msg: Any) -> None:
+            outcome = await handle_max_deliveries(bus, pool, msg.data)
+            log.info("max-deliveries advisory handled: %s", outcome)
+
+        tasks = [
+            asyncio.create_task(
+                bus.consume(
+                    stream=EVENTS,
+                    durable=EVENTS_DURABLE,
+                    filter_subject=EVENTS_FILTER,
+                    handler=on_event,
+                    stop=stop,
+                )
+            ),
+            asyncio.create_task(
+                bus.consume(
+                    stream=ADVISORIES,
+                    durable=ADVISORIES_DURABLE,
+                    filter_subject=MAX_DELIVERIES_ADVISORY,
+                    handler=on_advisory,
+                    stop=stop,
+                    batch=8,
+                )
+            ),
+        ]
+        if ready is not None:
+            ready.set()
+        await asyncio.gather(*tasks)
+    finally:
+        await bus.close()
+        await pool.close()
