@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/arforge"
     api_url: str = "http://127.0.0.1:8000"
+    api_host: str = "127.0.0.1"  # where `python -m arforge.api` listens
+    api_port: int = Field(8000, ge=0, le=65535)
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON unless stderr is a TTY
     storage: StorageSettings = StorageSettings()
