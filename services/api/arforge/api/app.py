@@ -99,7 +99,9 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(dead_letters.router)
-    uploads = _optional_router("arforge.api.routes.uploads")
-    if uploads is not None:
-        app.include_router(uploads)
+    # Routers owned by other services' authors, included when present.
+    for module in ("arforge.api.routes.uploads", "arforge.api.routes.webhooks"):
+        router = _optional_router(module)
+        if router is not None:
+            app.include_router(router)
     return app

@@ -21,7 +21,7 @@ from .app import create_app
 from .auth import create_api_key
 
 
-def test_settings(nats_url: str, database_url: str, storage_root: Path) -> Settings:
+def api_settings(nats_url: str, database_url: str, storage_root: Path) -> Settings:
     """Settings for a private NATS server, database and local storage root."""
     return Settings(
         nats_url=nats_url,
