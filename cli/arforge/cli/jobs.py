@@ -1,0 +1,274 @@
+"""Client-side job commands: submit (with a live progress bar), status, list, cancel, dlq.
+
+Output goes through a :class:`rich.console.Console`; functions return a process exit code
+(0 success, 1 job failed / API error).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .client import TERMINAL, ApiError, Client
+
+TERMINAL_EVENTS = {f"job.{s}" for s in TERMINAL}
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``["max_frames=40", "quality=draft"]`` -> ``{"max_frames": 40, "quality": "draft"}``.
+
+    A value is parsed as JSON when it is valid JSON (numbers, booleans, lists, objects,
+    quoted strings), else kept as a string. ``ValueError`` for an item without ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in pairs:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--param needs KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def follow(
+    client: Client,
+    job_id: str,
+    on_event: Callable[[str, dict[str, Any]], None],
+    max_reconnects: int = 20,
+) -> dict[str, Any]:
+    """Follow a job's SSE stream until a terminal event; return the final job.
+
+    Reconnects with ``Last-Event-ID`` when the stream drops, and falls back to polling
+    ``GET /v1/jobs/{id}`` if it cannot. The returned job is read after the terminal event
+    (polled until the tracker has recorded the terminal status).
+    """
+    last_id: str | None = None
+    drops = 0
+    while True:
+        try:
+            for ev in client.events(job_id, last_id):
+                last_id = ev.id or last_id
+                try:
+                    env = json.loads(ev.data)
+                except ValueError:
+                    continue
+                if not isinstance(env, dict):
+                    continue
+                kind = str(env.get("type") or ev.event)
+                raw = env.get("data")
+                data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+                on_event(kind, data)
+                if kind in TERMINAL_EVENTS:
+                    return client.wait_terminal(job_id, poll_s=0.3)
+        except ApiError as e:
+            if e.code != "unreachable" or drops >= max_reconnects:
+                raise
+        job = client.job(job_id)
+        if job.get("status") in TERMINAL:
+            return job
+        drops += 1
+        if drops > max_reconnects:
+            return client.wait_terminal(job_id)
+        time.sleep(min(drops, 5))
+
+
+def _describe(kind: str, data: dict[str, Any]) -> str:
+    status = str(data.get("status") or kind.removeprefix("job."))
+    stage = data.get("stage")
+    if kind == "job.retrying":
+        err = data.get("error") or {}
+        return f"retrying after {err.get('code', 'error')}: {err.get('message', '')}"[:100]
+    return f"{status}: {stage}" if stage else status
+
+
+def download_all(
+    client: Client, job: dict[str, Any], out_root: Path, console: Console
+) -> list[Path]:
+    """Download every artifact of a completed job to ``out_root/<job_id>/``."""
+    result = job.get("result") or {}
+    paths = []
+    for art in result.get("artifacts") or []:
+        name = str(art.get("name"))
+        path = client.download(str(job["id"]), name, out_root / str(job["id"]))
+        paths.append(path)
+    return paths
+
+
+def submit(
+    client: Client,
+    console: Console,
+    job_type: str,
+    inputs: list[Path],
+    params: dict[str, Any],
+    priority: str,
+    wait: bool,
+    out_root: Path,
+    idempotency_key: str | None = None,
+) -> int:
+    """Upload ``inputs``, submit the job, and with ``wait`` follow it and fetch artifacts."""
+    for p in inputs:
+        if not p.is_file():
+            console.print(f"[red]error:[/] input file not found: {p}")
+            return 2
+    upload_ids = []
+    for p in inputs:
+        with console.status(f"uploading {p.name} ({p.stat().st_size / 1e6:.1f} MB)"):
+            up = client.upload(p)
+        console.print(f"uploaded {p.name} -> {up['id']} ({up.get('kind')}, {up.get('size')} B)")
+        upload_ids.append(str(up["id"]))
+    job = client.submit(job_type, upload_ids, params, priority, idempotency_key)
+    job_id = str(job["id"])
+    console.print(f"job {job_id} ({job_type}, priority {priority}) is {job.get('status')}")
+    if not wait:
+        console.print(f"follow it with: arforge status {job_id}")
+        return 0
+    return wait_and_fetch(client, console, job_id, out_root)
+
+
+def wait_and_fetch(client: Client, console: Console, job_id: str, out_root: Path) -> int:
+    """Show a live progress bar until the job ends; download artifacts when it completes."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    started = time.monotonic()
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("queued", total=1.0)
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            fraction = data.get("fraction")
+            update: dict[str, Any] = {"description": _describe(kind, data)}
+            if isinstance(fraction, int | float):
+                update["completed"] = max(0.0, min(1.0, float(fraction)))
+            if kind == "job.completed":
+                update["completed"] = 1.0
+            bar.update(task, **update)
+
+        try:
+            job = follow(client, job_id, on_event)
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(
+                f"\nstopped waiting; job {job_id} goes on (arforge status {job_id}, "
+                f"arforge cancel {job_id})"
+            )
+            return 130
+    took = time.monotonic() - started
+    status = job.get("status")
+    if status != "completed":
+        err = job.get("error") or {}
+        console.print(
+            f"[red]job {job_id} {status}[/] after {took:.1f} s: "
+            f"{err.get('code', '?')}: {err.get('message', '')}"
+        )
+        return 1
+    paths = download_all(client, job, out_root, console)
+    console.print(f"[green]job {job_id} completed[/] in {took:.1f} s; artifacts:")
+    for p in paths:
+        console.print(f"  {p}")
+    if not paths:
+        console.print("  (none)")
+    return 0
+
+
+def _fmt_progress(job: dict[str, Any]) -> str:
+    prog = job.get("progress") or {}
+    frac = prog.get("fraction")
+    stage = prog.get("stage") or ""
+    if isinstance(frac, int | float):
+        return f"{frac * 100:.0f}% {stage}".strip()
+    return stage
+
+
+def status(client: Client, console: Console, job_id: str, as_json: bool) -> int:
+    """Print one job (``--json``: the API's JSON)."""
+    job = client.job(job_id)
+    if as_json:
+        console.print_json(json.dumps(job))
+        return 0
+    t = Table(show_header=False, box=None)
+    for key in ("id", "type", "priority", "status", "run", "attempt"):
+        t.add_row(key, str(job.get(key)))
+    t.add_row("progress", _fmt_progress(job))
+    for key in ("created_at", "started_at", "finished_at"):
+        if job.get(key):
+            t.add_row(key, str(job[key]))
+    if job.get("error"):
+        err = job["error"]
+        t.add_row("error", f"{err.get('code')}: {err.get('message')}")
+    console.print(t)
+    for art in (job.get("result") or {}).get("artifacts") or []:
+        size, ctype = art.get("size"), art.get("content_type")
+        console.print(f"  artifact {art.get('name')} ({size} B, {ctype})")
+    return 0
+
+
+def list_jobs(
+    client: Client,
+    console: Console,
+    job_type: str | None,
+    status_filter: str | None,
+    limit: int,
+    as_json: bool,
+) -> int:
+    """Print the newest jobs as a table."""
+    page = client.jobs(job_type, status_filter, limit)
+    items = page.get("items") or []
+    if as_json:
+        console.print_json(json.dumps(page))
+        return 0
+    if not items:
+        console.print("no jobs")
+        return 0
+    t = Table("id", "type", "priority", "status", "progress", "created")
+    for j in items:
+        t.add_row(
+            str(j.get("id")),
+            str(j.get("type")),
+            str(j.get("priority")),
+            str(j.get("status")),
+            _fmt_progress(j),
+            str(j.get("created_at") or ""),
+        )
+    console.print(t)
+    if page.get("next_cursor"):
+        console.print(f"(more: --cursor {page['next_cursor']})")
+    return 0
+
+
+def dlq_list(client: Client, console: Console, as_json: bool) -> int:
+    """Print the dead letters."""
+    page = client.dead_letters()
+    items = page.get("items") or []
+    if as_json:
+        console.print_json(json.dumps(page))
+        return 0
+    if not items:
+        console.print("no dead letters")
+        return 0
+    t = Table("job id", "type", "attempts", "reason", "last error")
+    for d in items:
+        err = d.get("last_error")
+        if isinstance(err, dict):
+            err = f"{err.get('code')}: {err.get('message')}"
+        t.add_row(
+            str(d.get("job_id") or d.get("id")),
+            str(d.get("type", "")),
+            str(d.get("attempts", "")),
+            str(d.get("reason", "")),
+            str(err or "")[:80],
+        )
+    console.print(t)
+    return 0

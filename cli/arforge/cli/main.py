@@ -1,0 +1,394 @@
+"""``arforge``: run the embedded stack and talk to the ARForge API.
+
+Stack:   ``arforge up``, ``arforge down``, ``arforge demo``
+Jobs:    ``arforge submit TYPE --input FILE [--param k=v] [--priority high] [--wait]``,
+         ``arforge status ID``, ``arforge jobs``, ``arforge cancel ID``, ``arforge retry ID``,
+         ``arforge dlq list``, ``arforge dlq replay ID``
+Keys:    ``arforge keys create --tenant NAME``
+See :mod:`arforge.cli.config` for where the API URL and key come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from . import config, jobs
+from .client import ApiError, Client
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+REPO = Path(__file__).resolve().parents[3]
+SAMPLE = REPO / "samples" / "skull" / "skull-walkaround.mp4"
+OUTPUT_DIR = Path("arforge-output")
+
+
+def _say(text: str) -> None:
+    console.print(f"[cyan]arforge[/] {text}", soft_wrap=True)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    cfg = config.client_config(args.data_dir, args.api_url, args.api_key)
+    return Client(cfg.api_url, cfg.require_key())
+
+
+# --- stack commands --------------------------------------------------------------------
+def _stack_options(args: argparse.Namespace, **extra: object):  # type: ignore[no-untyped-def]
+    from .stack.stack import StackOptions
+
+    workers = None
+    if getattr(args, "workers", None) is not None:
+        workers = [w for w in args.workers.split(",") if w]
+    return StackOptions.from_env(
+        data_dir=config.data_dir(getattr(args, "data_dir", None)),
+        nats_port=args.nats_port,
+        api_port=args.api_port,
+        pg_port=args.pg_port,
+        nats_url=args.nats_url,
+        database_url=args.database_url,
+        workers=workers,
+        **extra,
+    )
+
+
+class _Stop(Exception):
+    """Raised from a SIGTERM / SIGHUP handler to unwind into a clean shutdown."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _patient(signum: int, frame: FrameType | None) -> None:
+    err_console.print("arforge: still stopping the stack, please wait")
+
+
+def _print_ready(info) -> None:  # type: ignore[no-untyped-def]
+    console.print(f"\n[green]ARForge is ready[/] in {info.ready_after_s:.1f} s")
+    console.print(f"  API       {info.api_url}   (docs: {info.api_url}/docs)")
+    console.print(f"  API key   {info.api_key}   (tenant default; also in .arforge/api-key)")
+    console.print(f"  NATS      {info.nats_url}")
+    console.print(f"  Postgres  {info.postgres}")
+    console.print(f"  workers   {', '.join(info.workers) or '(none installed)'}")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .stack.stack import Stack, StackError
+
+    stack = Stack(_stack_options(args), say=_say)
+    old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    rc = 0
+    try:
+        info = stack.start()
+        _print_ready(info)
+        console.print("Press Ctrl-C to stop.\n")
+        while True:
+            time.sleep(0.5)
+            stack.check()
+    except (KeyboardInterrupt, _Stop):
+        _say("shutting down")
+    except StackError as e:
+        err_console.print(f"[red]arforge up failed:[/] {e}", soft_wrap=True)
+        rc = 1
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, _patient)
+        stack.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _say("stopped")
+    return rc
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from .stack.stack import running_supervisor
+
+    d = config.data_dir(args.data_dir)
+    rec = running_supervisor(d)
+    if rec is None:
+        console.print(f"no ARForge stack is running from {d}")
+        return 0
+    os.kill(rec.pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not rec.is_live_and_ours():
+            console.print(f"stopped the stack (pid {rec.pid})")
+            return 0
+        time.sleep(0.2)
+    err_console.print(f"the stack (pid {rec.pid}) is still stopping after {args.timeout:.0f} s")
+    return 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import _thread
+    import threading
+
+    from .stack import services
+    from .stack.stack import Stack, StackError, running_supervisor
+
+    if not services.runnable("arforge.photogrammetry"):
+        err_console.print(
+            "[red]arforge demo:[/] photogrammetry worker not installed "
+            "(services/photogrammetry; run `make install`)"
+        )
+        return 1
+    sample = Path(args.input) if args.input else SAMPLE
+    if not sample.is_file():
+        err_console.print(f"[red]arforge demo:[/] sample not found: {sample} (pass --input)")
+        return 2
+    params = jobs.parse_params(args.param or [])
+    d = config.data_dir(args.data_dir)
+    if running_supervisor(d) is not None:
+        _say(f"using the stack already running from {d}")
+        with _client(args) as client:
+            return jobs.submit(
+                client, console, "photogrammetry", [sample], params, "default", True, OUTPUT_DIR
+            )
+
+    stack = Stack(_stack_options(args, critical_workers=frozenset({"photogrammetry"})), say=_say)
+    old = signal.signal(signal.SIGTERM, _raise_stop)
+    died: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            for child in stack.sup.poll():
+                died.append(stack.sup.death_report(child))
+                if child.spec.critical:
+                    _thread.interrupt_main()
+                    return
+
+    rc = 1
+    try:
+        info = stack.start()
+        _print_ready(info)
+        threading.Thread(target=watch, name="arforge-watch", daemon=True).start()
+        _say(f"submitting photogrammetry on {sample}")
+        with Client(info.api_url, info.api_key) as client:
+            rc = jobs.submit(
+                client, console, "photogrammetry", [sample], params, "default", True, OUTPUT_DIR
+            )
+    except (KeyboardInterrupt, _Stop):
+        _say("interrupted")
+        rc = 130
+    except StackError as e:
+        err_console.print(f"[red]arforge demo failed:[/] {e}", soft_wrap=True)
+        rc = 1
+    except ApiError as e:
+        err_console.print(f"[red]arforge demo failed:[/] {e}", soft_wrap=True)
+        rc = 1
+    finally:
+        done.set()
+        for report in died:
+            err_console.print(report, soft_wrap=True)
+            rc = rc or 1
+        if died and rc == 130:
+            rc = 1
+        signal.signal(signal.SIGINT, _patient)
+        signal.signal(signal.SIGTERM, _patient)
+        _say("stopping the stack")
+        stack.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, old)
+    return rc
+
+
+# --- API commands -------------------------------------------------------------------------
+def cmd_submit(args: argparse.Namespace) -> int:
+    params = jobs.parse_params(args.param or [])
+    with _client(args) as client:
+        return jobs.submit(
+            client,
+            console,
+            args.type,
+            [Path(p) for p in args.input],
+            params,
+            args.priority,
+            args.wait,
+            Path(args.output_dir),
+            args.idempotency_key,
+        )
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return jobs.wait_and_fetch(client, console, args.id, Path(args.output_dir))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return jobs.status(client, console, args.id, args.json)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return jobs.list_jobs(client, console, args.type, args.status, args.limit, args.json)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.cancel(args.id)
+    console.print(f"cancellation requested for job {args.id}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.retry(args.id)
+    console.print(f"job {args.id} queued again")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.dlq_command == "list":
+            return jobs.dlq_list(client, console, args.json)
+        client.replay(args.id)
+    console.print(f"dead letter {args.id} replayed")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .stack.stack import create_key
+
+    url = config.database_url(args.data_dir, args.database_url)
+    try:
+        key = create_key(url, args.tenant)
+    except ModuleNotFoundError as e:
+        err_console.print(f"[red]error:[/] the API package is missing ({e.name}): make install")
+        return 1
+    except ValueError as e:
+        err_console.print(f"[red]error:[/] {e}")
+        return 2
+    console.print(f"API key for tenant {args.tenant.strip()} (shown once, store it safely):")
+    print(key)
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (global options work before or after the sub-command)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=argparse.SUPPRESS, help="stack files (.arforge)")
+    common.add_argument("--api-url", default=argparse.SUPPRESS, help="API base URL")
+    common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (afk_...)")
+
+    p = argparse.ArgumentParser(
+        prog="arforge",
+        parents=[common],
+        description="ARForge: capture-to-AR processing. Run the embedded stack and submit jobs.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def stack_flags(sp: argparse.ArgumentParser) -> None:
+        from .stack.stack import DEFAULT_API_PORT, DEFAULT_NATS_PORT, DEFAULT_PG_PORT
+
+        sp.add_argument("--nats-port", type=int, default=DEFAULT_NATS_PORT)
+        sp.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
+        sp.add_argument(
+            "--pg-port", type=int, default=DEFAULT_PG_PORT, help="for a private PostgreSQL"
+        )
+        sp.add_argument("--nats-url", help="use this NATS (>= 2.10, JetStream) instead")
+        sp.add_argument("--database-url", help="use this PostgreSQL instead")
+        sp.add_argument("--workers", help="comma list (default: every installed worker)")
+
+    sp = sub.add_parser("up", parents=[common], help="start the embedded stack (Ctrl-C stops)")
+    stack_flags(sp)
+    sp.set_defaults(func=cmd_up)
+
+    sp = sub.add_parser("down", parents=[common], help="stop a stack started by `arforge up`")
+    sp.add_argument("--timeout", type=float, default=90.0)
+    sp.set_defaults(func=cmd_down)
+
+    sp = sub.add_parser(
+        "demo", parents=[common], help="start the stack, reconstruct the sample, stop"
+    )
+    stack_flags(sp)
+    sp.add_argument("--input", help="capture to use (default: samples/skull walk-around)")
+    sp.add_argument("--param", action="append", metavar="KEY=VALUE")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("submit", parents=[common], help="upload inputs and submit a job")
+    sp.add_argument("type", help="job type, e.g. photogrammetry")
+    sp.add_argument("--input", action="append", required=True, metavar="FILE")
+    sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="JSON when it parses")
+    sp.add_argument("--priority", choices=("high", "default", "low"), default="default")
+    sp.add_argument("--wait", action="store_true", help="follow progress, download artifacts")
+    sp.add_argument("--idempotency-key")
+    sp.add_argument("--output-dir", default=str(OUTPUT_DIR))
+    sp.set_defaults(func=cmd_submit)
+
+    sp = sub.add_parser("wait", parents=[common], help="follow a job and download artifacts")
+    sp.add_argument("id")
+    sp.add_argument("--output-dir", default=str(OUTPUT_DIR))
+    sp.set_defaults(func=cmd_wait)
+
+    sp = sub.add_parser("status", parents=[common], help="show one job")
+    sp.add_argument("id")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("jobs", parents=[common], help="list recent jobs")
+    sp.add_argument("--type")
+    sp.add_argument("--status")
+    sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_jobs)
+
+    sp = sub.add_parser("cancel", parents=[common], help="cancel a job")
+    sp.add_argument("id")
+    sp.set_defaults(func=cmd_cancel)
+
+    sp = sub.add_parser("retry", parents=[common], help="run a failed job again")
+    sp.add_argument("id")
+    sp.set_defaults(func=cmd_retry)
+
+    sp = sub.add_parser("dlq", parents=[common], help="dead letters")
+    dsub = sp.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dl = dsub.add_parser("list", parents=[common], help="list dead letters")
+    dl.add_argument("--json", action="store_true")
+    dr = dsub.add_parser("replay", parents=[common], help="replay one dead letter")
+    dr.add_argument("id")
+    sp.set_defaults(func=cmd_dlq)
+
+    sp = sub.add_parser("keys", parents=[common], help="API keys")
+    ksub = sp.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    kc = ksub.add_parser("create", parents=[common], help="create a key (printed once)")
+    kc.add_argument("--tenant", required=True)
+    kc.add_argument("--database-url", help="default: ARFORGE_DATABASE_URL or .arforge/stack.json")
+    sp.set_defaults(func=cmd_keys)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``arforge`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    for name in ("data_dir", "api_url", "api_key"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    try:
+        return int(args.func(args))
+    except config.ConfigError as e:
+        err_console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        return 2
+    except ApiError as e:
+        err_console.print(f"[red]error:[/] {e.message} [dim]({e.code})[/]", soft_wrap=True)
+        return 1
+    except ValueError as e:
+        err_console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

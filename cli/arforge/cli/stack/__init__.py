@@ -1,0 +1,1 @@
+"""The embedded stack: every ARForge process on one machine, supervised by ``arforge up``."""
