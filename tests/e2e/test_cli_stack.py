@@ -1,0 +1,195 @@
+"""`arforge up` as a user runs it: a real subprocess, real NATS, PostgreSQL, API and workers.
+
+Each test uses its own data directory and free ports and the session's throwaway database
+(``ARFORGE_DATABASE_URL``), then checks that shutdown leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from arforge.cli.stack import procs
+from tests.conftest import SHARED_DATA, free_port
+
+pytestmark = pytest.mark.e2e
+ARFORGE = [sys.executable, "-m", "arforge.cli.main"]
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen  # type: ignore[type-arg]
+    data: Path
+    api_url: str
+    log: Path
+    ready_s: float
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tree(self) -> list[int]:
+        """Every process of the stack: the supervisor's children and their sessions."""
+        pids = {self.proc.pid}
+        for f in (self.data / "run").glob("*.pid"):
+            rec = procs.read_pid_file(f)
+            if rec is not None and rec.name != "supervisor":
+                pids.add(rec.pid)
+                pids.update(p.pid for p in procs.members(rec.pid))
+        return sorted(pids)
+
+
+def _env(pg_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARFORGE_")}
+    env["ARFORGE_DATABASE_URL"] = pg_url
+    env["ARFORGE_LOG_LEVEL"] = "INFO"
+    return env
+
+
+def start_up(tmp: Path, pg_url: str, name: str = "up") -> Up:
+    data = tmp / "data"
+    api_port = free_port()
+    log = tmp / f"{name}.log"
+    argv = [*ARFORGE, "up", "--data-dir", str(data), "--api-port", str(api_port)]
+    argv += ["--nats-port", str(free_port()), "--pg-port", str(free_port())]
+    t0 = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp,
+            env=_env(pg_url),
+        )  # fmt: skip
+    api_url = f"http://127.0.0.1:{api_port}"
+    while "ARForge is ready" not in log.read_text(errors="replace"):
+        if proc.poll() is not None:
+            pytest.fail(f"arforge up exited with {proc.returncode}:\n{log.read_text()}")
+        if time.monotonic() - t0 > 180:
+            proc.send_signal(signal.SIGINT)
+            pytest.fail(f"arforge up not ready after 180 s:\n{log.read_text()}")
+        time.sleep(0.1)
+    ready_s = time.monotonic() - t0
+    print(f"arforge up ready after {ready_s:.1f} s (wall, subprocess start included)")
+    return Up(proc=proc, data=data, api_url=api_url, log=log, ready_s=ready_s)
+
+
+def cli(up: Up, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would; it finds URL, key and database from the data dir."""
+    argv = [*ARFORGE, *args, "--data-dir", str(up.data)]
+    if key:
+        argv += ["--api-key", key]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARFORGE_")}
+    timeout = 60
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=up.data.parent
+    )
+
+
+def stop(up: Up, sig: int = signal.SIGINT) -> None:
+    tree = up.tree()
+    assert len(tree) >= 5, f"expected nats, api, tracker, webhooks...: {tree}"
+    up.proc.send_signal(sig)
+    assert up.proc.wait(timeout=120) == 0, up.output()
+    left = [p for p in tree if procs.alive(p)]
+    assert left == [], f"processes left after shutdown: {left}"
+    assert sorted(p.name for p in (up.data / "run").glob("*.pid")) == []
+    assert "arforge stopped" in up.output()
+
+
+@pytest.fixture
+def up(tmp_path: Path, pg_url: str) -> Iterator[Up]:
+    u = start_up(tmp_path, pg_url)
+    yield u
+    if u.proc.poll() is None:
+        u.proc.kill()
+        u.proc.wait()
+        procs.clean_stale(u.data / "run")
+
+
+def test_up_keys_jobs_submit_cancel_and_clean_shutdown(up: Up) -> None:
+    # The stack's own key works and is private.
+    key_file = up.data / "api-key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    own_key = key_file.read_text().strip()
+    assert own_key.startswith("afk_")
+    assert httpx.get(f"{up.api_url}/readyz", timeout=5).status_code == 200
+    assert json.loads((up.data / "stack.json").read_text())["api_url"] == up.api_url
+
+    # A new tenant's key, printed once; that tenant sees no jobs.
+    r = cli(up, "keys", "create", "--tenant", "e2e-tenant")
+    assert r.returncode == 0, r.stderr
+    key = r.stdout.strip().splitlines()[-1]
+    assert key.startswith("afk_") and key != own_key
+    r = cli(up, "jobs", key=key)
+    assert r.returncode == 0, r.stderr
+    assert "no jobs" in r.stdout
+
+    # Upload a real photo and submit; the job is visible to its tenant only.
+    photo = SHARED_DATA / "skull" / "images" / "35.jpg"
+    r = cli(up, "submit", "photogrammetry", "--input", str(photo), "--param", "max_frames=40",
+            "--priority", "low", key=key)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    job_id = r.stdout.split("job ", 1)[1].split()[0]
+    r = cli(up, "status", job_id, "--json", key=key)
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)
+    assert job["id"] == job_id and job["priority"] == "low" and job["type"] == "photogrammetry"
+    r = cli(up, "status", job_id, key=own_key)
+    assert r.returncode == 1 and "not_found" in r.stderr
+    r = cli(up, "jobs", "--json", key=key)
+    assert [j["id"] for j in json.loads(r.stdout)["items"]] == [job_id]
+
+    # Cancel: accepted while it runs, or refused with job_finished if it already ended.
+    r = cli(up, "cancel", job_id, key=key)
+    if r.returncode == 0:
+        want = {"cancelled"}
+    else:
+        assert "job_finished" in r.stderr, r.stderr
+        want = {"failed", "completed"}
+    deadline = time.monotonic() + 60
+    while json.loads(cli(up, "status", job_id, "--json", key=key).stdout)["status"] not in want:
+        assert time.monotonic() < deadline, f"job never reached {want}"
+        time.sleep(0.5)
+
+    stop(up, signal.SIGINT)
+
+
+def test_killed_supervisor_is_cleaned_up_at_next_start(tmp_path: Path, pg_url: str) -> None:
+    first = start_up(tmp_path, pg_url, "first")
+    tree = first.tree()
+    first.proc.kill()  # kill -9: no chance to stop its children
+    first.proc.wait()
+    # Children get SIGTERM from the kernel (PDEATHSIG) and stop on their own ...
+    deadline = time.monotonic() + 60
+    while any(procs.alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # ... and whatever is left is cleaned by the next start, which must come up normally.
+    second = start_up(tmp_path, pg_url, "second")
+    try:
+        assert [p for p in tree if procs.alive(p)] == []
+        r = cli(second, "jobs")
+        assert r.returncode == 0, r.stderr
+        stop(second, signal.SIGTERM)
+    finally:
+        if second.proc.poll() is None:
+            second.proc.kill()
+            procs.clean_stale(second.data / "run")
+
+
+def test_second_up_on_the_same_data_dir_is_refused(up: Up, pg_url: str) -> None:
+    r = subprocess.run(
+        [*ARFORGE, "up", "--data-dir", str(up.data), "--api-port", str(free_port()),
+         "--nats-port", str(free_port())],
+        capture_output=True, text=True, timeout=60, env=_env(pg_url),
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert "already running" in r.stderr
+    assert httpx.get(f"{up.api_url}/readyz", timeout=5).status_code == 200
+    stop(up)
