@@ -13,8 +13,11 @@ One streaming pass over the video with PyAV (frame-threaded decoding):
   of video photogrammetry pipelines (e.g. nerfstudio, Meshroom's KeyframeSelection).
 * **Blur rejection relative to the clip.** A window's pick is dropped when its
   contrast-normalised sharpness is below ``blur_ratio`` times the clip's 90th percentile,
-  so a clip's own sharp frames set the bar; if even that percentile is below an
-  absolute floor, the whole input is blurry (``blurry_input``).
+  so a clip's own sharp frames set the bar (normalising by contrast keeps dark or flat
+  views of a sharp clip, e.g. the skull capture, above it). If even the clip's 90th
+  percentile of raw Laplacian variance is under ``min_sharpness`` (Laplacian standard
+  deviation under about 2.5 grey levels at 640 px: no fine detail anywhere, so no
+  features either), the whole input is blurry (``blurry_input``).
 * **Upright, like the ffmpeg CLI.** The display matrix is applied (:mod:`.orientation`);
   HDR (PQ/HLG) is tone-mapped to sRGB (:mod:`.tonemap`) or refused (``hdr_unsupported``).
 * **Cheap.** Only a window's winning frame is converted to RGB, at its output size
@@ -26,8 +29,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import itertools
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -115,8 +116,8 @@ class _Windows:
         self.every_frame = len(self.pts) <= max_frames
         self.count = len(self.pts) if self.every_frame else max_frames
         self.pts0 = self.pts[0]
-        steps = [b - a for a, b in itertools.pairwise(self.pts)]
-        step = max(int(statistics.median(steps)), 1) if steps else 1
+        # the last frame lasts as long as the gap before it (VFR: its local rate)
+        step = max(self.pts[-1] - self.pts[-2], 1) if len(self.pts) > 1 else 1
         self.span = max(self.pts[-1] - self.pts0 + step, 1)
 
     def __call__(self, pts: int) -> int:
@@ -136,7 +137,7 @@ def extract_keyframes(
     probe: VideoProbe | None = None,
     hdr: Literal["tonemap", "reject"] = "tonemap",
     blur_ratio: float = 0.25,
-    min_sharpness: float = 0.004,
+    min_sharpness: float = 6.0,
     min_keyframes: int = 3,
     jpeg_quality: int = 95,
 ) -> FrameReport:
@@ -147,7 +148,7 @@ def extract_keyframes(
     upscaled). ``on_progress(fraction, "keyframes")`` is called as decoding advances.
     ``probe``: a :func:`~.probe.probe_video` result to reuse (probed here otherwise, so
     every probe failure code applies). ``blur_ratio`` / ``min_sharpness``: see the module
-    docstring (``min_sharpness`` is contrast-normalised Laplacian variance).
+    docstring (``min_sharpness`` is a raw Laplacian variance, 8-bit grey, 640 px).
 
     Raises ``JobFailed``: the probe codes, ``hdr_unsupported`` (HDR with
     ``hdr="reject"``), ``blurry_input`` (fewer than ``min_keyframes`` frames pass the
@@ -167,23 +168,25 @@ def extract_keyframes(
     windows = _Windows(probe.pts, max_frames)
     candidates: list[_Candidate] = []
     norms: list[float] = []
+    raws: list[float] = []
     stats = {"decoded": 0, "duplicates": 0}
     truncated = probe.truncated
     out_size: tuple[int, int] = (0, 0)
     try:
         truncated, out_size = _decode_and_pick(
-            probe, windows, out_dir, max_image_size, jpeg_quality, candidates, norms, stats,
+            probe, windows, out_dir, max_image_size, jpeg_quality, candidates, norms, raws, stats,
             on_progress,
         )  # fmt: skip
         truncated = truncated or probe.truncated
         reference = float(np.percentile(norms, 90)) if norms else 0.0
         threshold = blur_ratio * reference
-        if reference < min_sharpness:
+        raw_reference = float(np.percentile(raws, 90)) if raws else 0.0
+        if raw_reference < min_sharpness:
             raise JobFailed(
                 "blurry_input",
-                f"All {stats['decoded']} frames are blurred (sharpness {reference:.4f}, "
-                f"needs {min_sharpness:.4f}); film slower, in more light, and hold focus.",
-                {"decoded": stats["decoded"], "sharpness": reference, "floor": min_sharpness},
+                f"All {stats['decoded']} frames are blurred (sharpness {raw_reference:.1f}, "
+                f"needs {min_sharpness:.1f}); film slower, in more light, and hold focus.",
+                {"decoded": stats["decoded"], "sharpness": raw_reference, "floor": min_sharpness},
             )
         kept = [c for c in candidates if c.normalized >= threshold]
         if len(kept) < min(min_keyframes, len(candidates)) or not kept:
@@ -241,12 +244,13 @@ def _decode_and_pick(
     jpeg_quality: int,
     candidates: list[_Candidate],
     norms: list[float],
+    raws: list[float],
     stats: dict[str, int],
     on_progress: ProgressFn | None,
 ) -> tuple[bool, tuple[int, int]]:
     """Decode every frame once; keep the sharpest per window, written to a temp JPEG.
 
-    Appends to ``candidates`` / ``norms`` and counts in ``stats``; returns (stopped
+    Appends to ``candidates`` / ``norms`` / ``raws`` and counts in ``stats``; returns (stopped
     early on a read error, output size).
     """
     transform = probe.transform
@@ -299,6 +303,7 @@ def _decode_and_pick(
             prev_small = small
             sharp = measure(small)
             norms.append(sharp.normalized)
+            raws.append(sharp.laplacian_var)
             w = windows(pts)
             if best is not None and best[1].window != w:
                 finalize()

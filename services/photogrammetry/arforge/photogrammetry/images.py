@@ -183,13 +183,31 @@ def collect_photos(
                     f"The zip archive {p.name} could not be read ({exc}); upload incomplete?",
                     {"file": p.name},
                 ) from exc
+        elif _looks_like_zip(p):  # local header but no central directory: cut short
+            raise JobFailed(
+                "corrupt_archive",
+                f"The zip archive {p.name} has no central directory; upload incomplete?",
+                {"file": p.name},
+            )
         else:
             out.append(p)
     return out
 
 
+def _looks_like_zip(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+    """Hidden files and macOS resource forks (``..`` is not hidden: names are generated)."""
+    return any(
+        (part.startswith(".") and part not in (".", "..")) or part == "__MACOSX"
+        for part in rel.parts
+    )
 
 
 def load_upright(path: str | Path) -> Image.Image:

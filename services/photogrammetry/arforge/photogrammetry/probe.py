@@ -318,8 +318,9 @@ def _timing(pts: list[int], time_base: Fraction, stream_fps: float | None) -> tu
     tb = float(time_base)
     if len(pts) >= 2:
         steps = [b - a for a, b in itertools.pairwise(pts)]
-        step = statistics.median(steps)
-        vfr = any(abs(s - step) > max(0.02 * step, 1) for s in steps)
+        median = statistics.median(steps)
+        vfr = any(abs(s - median) > max(0.02 * median, 1) for s in steps)
+        step: float = steps[-1]  # the last frame lasts like the gap before it
     else:
         step = (1.0 / stream_fps / tb) if stream_fps else 0.0
         vfr = False
