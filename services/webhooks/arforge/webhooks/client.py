@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
-from .ssrf import BlockedTarget, check_url, connector_kwargs
+from .ssrf import BlockedTarget, GuardedResolver, check_url
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 class DeliveryClient:
     """A shared aiohttp session for webhook attempts (keep-alive, guarded resolver).
 
-    ``limit``: most open connections overall. Use as an async context manager or call
+    ``limit``: most open connections overall. ``dns``: the resolver names go through
+    before the guard checks them (default: the system's). Use as an async context manager or call
     ``close()``.
     """
 
@@ -86,12 +88,14 @@ class DeliveryClient:
         excerpt_bytes: int = 1024,
         user_agent: str = "ARForge-Webhooks/0.1",
         limit: int = 100,
+        dns: AbstractResolver | None = None,
     ) -> None:
         self.allow_private = allow_private
         self.timeout_s = timeout_s
         self.excerpt_bytes = excerpt_bytes
         self.user_agent = user_agent
         self._limit = limit
+        self._dns = dns  # name resolution under the guard (default: the system resolver)
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -100,7 +104,8 @@ class DeliveryClient:
                 limit=self._limit,
                 limit_per_host=0,
                 enable_cleanup_closed=False,
-                **connector_kwargs(allow_private=self.allow_private),
+                resolver=GuardedResolver(allow_private=self.allow_private, inner=self._dns),
+                use_dns_cache=False,  # every connection resolves and checks afresh
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -218,8 +217,3 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-def connector_kwargs(*, allow_private: bool) -> dict[str, Any]:
-    """Keyword arguments for ``aiohttp.TCPConnector`` that enforce the policy."""
-    return {"resolver": GuardedResolver(allow_private=allow_private), "use_dns_cache": False}
