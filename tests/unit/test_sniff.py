@@ -19,7 +19,7 @@ from media_samples import (
     zip_bytes,
 )
 
-from arforge.api.sniff import SniffError, claimed_kind, sniff
+from arforge.api.sniff import SniffError, claimed_kinds, sniff
 
 CASES = Path(__file__).resolve().parents[2].parent / "shared" / "cases"
 
@@ -298,13 +298,16 @@ def test_unknown_content(tmp_path: Path, data: bytes) -> None:
 # --- claims --------------------------------------------------------------------------
 
 
-def test_claimed_kind() -> None:
-    assert claimed_kind("clip.MOV", None) == ("video", "extension .mov")
-    assert claimed_kind("photos.zip", "application/octet-stream") == (
-        "images_zip",
-        "extension .zip",
-    )
-    assert claimed_kind("noext", "image/png") == ("image", "Content-Type image/png")
-    assert claimed_kind("noext", "application/octet-stream") is None
-    assert claimed_kind("archive.tar", None) is None
-    assert claimed_kind("x.mp4", "image/png") == ("video", "extension .mp4")
+def test_claimed_kinds() -> None:
+    assert claimed_kinds("clip.MOV", None) == [("video", "extension .mov")]
+    assert claimed_kinds("photos.zip", "application/octet-stream") == [
+        ("images_zip", "extension .zip")
+    ]
+    assert claimed_kinds("noext", "image/png") == [("image", "Content-Type image/png")]
+    assert claimed_kinds("noext", "application/octet-stream") == []
+    assert claimed_kinds("archive.tar", None) == []
+    assert claimed_kinds("x.mp4", "image/png") == [
+        ("video", "extension .mp4"),
+        ("image", "Content-Type image/png"),
+    ]
+    assert claimed_kinds("..\\evil.glb", "") == [("glb", "extension .glb")]

@@ -682,19 +682,21 @@ _CTYPE_KIND = {
 }
 
 
-def claimed_kind(filename: str | None, content_type: str | None) -> tuple[str, str] | None:
-    """The kind a filename extension or part Content-Type clearly claims, as
-    ``(kind, "extension .mp4" | "Content-Type video/mp4")``; ``None`` when neither claims
-    one (no extension, ``application/octet-stream``, ...). The extension wins."""
-    if filename and "." in filename.rsplit("/", 1)[-1]:
-        ext = filename.rsplit(".", 1)[-1].strip().lower()
+def claimed_kinds(filename: str | None, content_type: str | None) -> list[tuple[str, str]]:
+    """The kinds a filename extension and a part Content-Type clearly claim, each as
+    ``(kind, "extension .mp4" | "Content-Type video/mp4")``; empty when neither claims one
+    (no or unknown extension, ``application/octet-stream``, ...)."""
+    out: list[tuple[str, str]] = []
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    if "." in base:
+        ext = base.rsplit(".", 1)[-1].strip().lower()
         if ext in _EXT_KIND:
-            return _EXT_KIND[ext], f"extension .{ext}"
+            out.append((_EXT_KIND[ext], f"extension .{ext}"))
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     if ctype.startswith("video/"):
-        return "video", f"Content-Type {ctype}"
-    if ctype.startswith("image/"):
-        return "image", f"Content-Type {ctype}"
-    if ctype in _CTYPE_KIND:
-        return _CTYPE_KIND[ctype], f"Content-Type {ctype}"
-    return None
+        out.append(("video", f"Content-Type {ctype}"))
+    elif ctype.startswith("image/"):
+        out.append(("image", f"Content-Type {ctype}"))
+    elif ctype in _CTYPE_KIND:
+        out.append((_CTYPE_KIND[ctype], f"Content-Type {ctype}"))
+    return out
