@@ -104,15 +104,15 @@ class _SnapshotCollector:
             "arforge_dead_letters", "Dead-lettered job runs", labels=["type", "reason"]
         )
         pending: dict[str, int] = {}
-        for t, reason, n, p in s.dead_letters:
+        for t, reason, n, waiting in s.dead_letters:
             c.add_metric([t, reason], n)
-            pending[t] = pending.get(t, 0) + p
+            pending[t] = pending.get(t, 0) + waiting
         yield c
         g = GaugeMetricFamily(
             "arforge_dead_letters_pending", "Dead letters not yet replayed", labels=["type"]
         )
-        for t, p in sorted(pending.items()):
-            g.add_metric([t], p)
+        for t, waiting in sorted(pending.items()):
+            g.add_metric([t], waiting)
         yield g
 
 
