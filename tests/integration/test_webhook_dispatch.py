@@ -22,10 +22,10 @@ from arforge.shared.contracts.events import Event, job_event
 from arforge.webhooks.receiver import Receiver
 from arforge.webhooks.signing import verify
 from arforge.webhooks.testing import (
+    fast_settings,
     make_subscription,
     make_tenant,
     running_dispatcher,
-    test_settings,
 )
 from tests.conftest import REPO
 
@@ -135,7 +135,7 @@ async def test_recording_is_idempotent_per_event_and_subscription(pool: asyncpg.
     await make_subscription(pool, a, "http://127.0.0.1:9/y", ["*"])
     from arforge.webhooks.dispatcher import Dispatcher
 
-    d = Dispatcher(pool, test_settings())
+    d = Dispatcher(pool, fast_settings())
     ev = _completed(a)
     assert await d.handle_event(ev) == 2
     assert await d.handle_event(ev) == 0
@@ -156,7 +156,7 @@ async def test_fail_twice_then_succeed_follows_schedule(pool: asyncpg.Pool, bus:
     async with Receiver(handlers={"/hook": flaky}) as recv:
         a = await make_tenant(pool, "acme")
         _, secret = await make_subscription(pool, a, f"{recv.url}/hook", ["processing.*"])
-        settings = test_settings(backoff_initial_s=0.4, backoff_multiplier=2.0)
+        settings = fast_settings(backoff_initial_s=0.4, backoff_multiplier=2.0)
         async with running_dispatcher(pool, settings, bus=bus):
             await bus.emit(_completed(a))
             got = await recv.wait_for(3, timeout=15)
@@ -187,7 +187,7 @@ async def test_all_attempts_fail_then_message_failed(pool: asyncpg.Pool, bus: Bu
     async with Receiver(handlers={"/hook": down}) as recv:
         a = await make_tenant(pool, "acme")
         await make_subscription(pool, a, f"{recv.url}/hook", ["processing.failed"])
-        async with running_dispatcher(pool, test_settings(backoff_initial_s=0.1), bus=bus):
+        async with running_dispatcher(pool, fast_settings(backoff_initial_s=0.1), bus=bus):
             await bus.emit(_failed(a))
             await recv.wait_for(3, timeout=10)
             for _ in range(50):
@@ -214,7 +214,7 @@ async def test_retry_after_is_honoured(pool: asyncpg.Pool, bus: Bus) -> None:
     async with Receiver(handlers={"/hook": busy}) as recv:
         a = await make_tenant(pool, "acme")
         await make_subscription(pool, a, f"{recv.url}/hook", ["processing.*"])
-        async with running_dispatcher(pool, test_settings(backoff_initial_s=0.1), bus=bus):
+        async with running_dispatcher(pool, fast_settings(backoff_initial_s=0.1), bus=bus):
             await bus.emit(_completed(a))
             got = await recv.wait_for(2, timeout=10)
     gap = got[1].at - got[0].at
@@ -241,7 +241,7 @@ async def test_gone_disables_subscription_and_emits_event(pool: asyncpg.Pool, bu
     async with Receiver(handlers={"/hook": gone}) as recv:
         a = await make_tenant(pool, "acme")
         sid, _ = await make_subscription(pool, a, f"{recv.url}/hook", ["processing.*"])
-        async with running_dispatcher(pool, test_settings(), bus=bus):
+        async with running_dispatcher(pool, fast_settings(), bus=bus):
             await bus.emit(_completed(a))
             await recv.wait_for(1, timeout=10)
             for _ in range(50):
@@ -273,7 +273,7 @@ async def test_auto_disable_after_run_of_failures(pool: asyncpg.Pool, bus: Bus) 
     async with Receiver(handlers={"/hook": down}) as recv:
         a = await make_tenant(pool, "acme")
         sid, _ = await make_subscription(pool, a, f"{recv.url}/hook", ["processing.*"])
-        settings = test_settings(max_attempts=1, disable_after_failures=3, disable_after_s=2.0)
+        settings = fast_settings(max_attempts=1, disable_after_failures=3, disable_after_s=2.0)
         enabled_after_three = None
         async with running_dispatcher(pool, settings, bus=bus):
             for i in range(3):  # three quick failures: enough in number, not yet in time
@@ -324,7 +324,7 @@ async def test_slow_and_dead_endpoints_do_not_delay_others(pool: asyncpg.Pool, b
         await make_subscription(pool, a, drip_url, ["processing.*"])
         await make_subscription(pool, a, dead_url, ["processing.*"])
         good, _ = await make_subscription(pool, a, f"{recv.url}/good", ["processing.*"])
-        settings = test_settings(
+        settings = fast_settings(
             attempt_timeout_s=2.0, max_attempts=1, concurrency=8, per_endpoint_concurrency=2
         )
         async with running_dispatcher(pool, settings, bus=bus):
@@ -368,7 +368,7 @@ async def test_rotation_sends_two_signatures_during_overlap(pool: asyncpg.Pool, 
             sid,
             new,
         )
-        async with running_dispatcher(pool, test_settings(), bus=bus):
+        async with running_dispatcher(pool, fast_settings(), bus=bus):
             await bus.emit(_completed(a))
             await recv.wait_for(1, timeout=10)
             await pool.execute(
@@ -401,7 +401,7 @@ async def test_two_dispatchers_share_work_without_double_sends(
         await make_subscription(pool, a, f"{recv.url}/hook", ["processing.*"])
         await make_subscription(pool, a, f"{recv.url}/hook2", ["processing.completed"])
         bus2 = await connect(nats_server.url, name="second")
-        settings = test_settings(per_endpoint_concurrency=4, concurrency=6)
+        settings = fast_settings(per_endpoint_concurrency=4, concurrency=6)
         try:
             async with (
                 running_dispatcher(pool, settings, bus=bus) as d1,
@@ -423,7 +423,7 @@ async def test_guard_blocks_loopback_when_private_targets_off(pool: asyncpg.Pool
     async with Receiver() as recv:
         a = await make_tenant(pool, "acme")
         await make_subscription(pool, a, f"{recv.url}/hook", ["processing.*"])
-        settings = test_settings(allow_private_targets=False, max_attempts=1)
+        settings = fast_settings(allow_private_targets=False, max_attempts=1)
         async with running_dispatcher(pool, settings, bus=bus):
             await bus.emit(_completed(a))
             for _ in range(50):

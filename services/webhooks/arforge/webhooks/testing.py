@@ -1,6 +1,6 @@
 """Helpers for tests of webhook delivery against real PostgreSQL (no mocks).
 
-``test_settings(**overrides)`` gives fast settings (tiny retry schedule, private targets
+``fast_settings(**overrides)`` gives fast settings (tiny retry schedule, private targets
 allowed for 127.0.0.1 receivers); ``running_dispatcher`` runs a Dispatcher in-process.
 """
 
@@ -18,7 +18,7 @@ from .settings import WebhookSettings
 from .signing import generate_secret
 
 
-def test_settings(**overrides: Any) -> WebhookSettings:
+def fast_settings(**overrides: Any) -> WebhookSettings:
     """Settings for tests: 127.0.0.1 allowed, 3 attempts 0.3 s / 0.6 s apart, no jitter."""
     base: dict[str, Any] = {
         "allow_private_targets": True,
@@ -30,9 +30,6 @@ def test_settings(**overrides: Any) -> WebhookSettings:
     }
     base.update(overrides)
     return WebhookSettings(**base)
-
-
-test_settings.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 async def make_tenant(pool: asyncpg.Pool, name: str) -> str:
