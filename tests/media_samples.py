@@ -129,3 +129,17 @@ def ply_bytes(n: int = 3) -> bytes:
         "property float x\nproperty float y\nproperty float z\nend_header\n"
     ).encode()
     return header + b"".join(struct.pack("<3f", i, i, i) for i in range(n))
+
+
+def abort_now(path: Path) -> None:
+    """A stand-in for a decoder that crashes the process (used in a child process)."""
+    import os
+
+    os.abort()
+
+
+def sleep_forever(path: Path) -> None:
+    """A stand-in for a probe that never finishes (used in a child process)."""
+    import time
+
+    time.sleep(3600)

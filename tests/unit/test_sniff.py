@@ -9,17 +9,19 @@ from pathlib import Path
 
 import pytest
 from media_samples import (
+    abort_now,
     encode_aac_only,
     encode_video,
     glb_bytes,
     image_bytes,
     patch_codec,
     ply_bytes,
+    sleep_forever,
     truncate_in_mdat,
     zip_bytes,
 )
 
-from arforge.api.sniff import SniffError, claimed_kinds, sniff
+from arforge.api.sniff import SniffError, claimed_kinds, sniff, sniff_isolated
 
 CASES = Path(__file__).resolve().parents[2].parent / "shared" / "cases"
 
@@ -311,3 +313,29 @@ def test_claimed_kinds() -> None:
         ("image", "Content-Type image/png"),
     ]
     assert claimed_kinds("..\\evil.glb", "") == [("glb", "extension .glb")]
+
+
+# --- isolation -----------------------------------------------------------------------
+
+
+async def test_isolated_probe_matches_in_process(tmp_path: Path) -> None:
+    video = encode_video(tmp_path / "a.mp4", fmt="mp4")
+    assert await sniff_isolated(video) == sniff(video)
+    with pytest.raises(SniffError) as ei:
+        await sniff_isolated(encode_aac_only(tmp_path / "voice.mp4"))
+    assert ei.value.code == "no_video_stream" and ei.value.details["audio_streams"] == 1
+
+
+async def test_isolated_probe_survives_a_crash_and_a_hang(tmp_path: Path) -> None:
+    p = tmp_path / "x"
+    p.write_bytes(b"x")
+    with pytest.raises(SniffError) as ei:
+        await sniff_isolated(p, fn=abort_now)
+    assert ei.value.code == "corrupt_file" and "crashed" in ei.value.message
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(SniffError) as ei:
+        await sniff_isolated(p, fn=sleep_forever, timeout_s=1.5)
+    assert ei.value.code == "corrupt_file" and "within 1.5 s" in ei.value.message
+    assert time.monotonic() - t0 < 10

@@ -32,11 +32,15 @@ root layer, stored entries), APPNOTE.TXT (zip).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import multiprocessing as mp
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,6 +74,9 @@ class SniffError(Exception):
         self.code = code
         self.message = message
         self.details = details or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SniffError, (self.code, self.message, self.details))
 
     @property
     def status(self) -> int:
@@ -137,6 +144,67 @@ def sniff(path: Path) -> SniffResult:
     if text.startswith(b"<"):
         raise _unsupported("XML or HTML text")
     raise _unsupported()
+
+
+# --------------------------------------------------------------------------------------
+# isolation: FFmpeg and Pillow parse hostile bytes, so the API probes in a child process
+
+_preloaded = False
+
+
+def _child(fn: Callable[[Path], SniffResult], path: str, conn: Connection) -> None:
+    try:
+        conn.send(("ok", fn(Path(path))))
+    except SniffError as e:
+        conn.send(("error", e))
+    except Exception as e:
+        conn.send(("error", SniffError("corrupt_file", f"the file could not be analysed ({e})")))
+    finally:
+        conn.close()
+
+
+async def sniff_isolated(
+    path: Path, *, timeout_s: float = 120.0, fn: Callable[[Path], SniffResult] | None = None
+) -> SniffResult:
+    """Run :func:`sniff` (or ``fn``) on ``path`` in a child process (multiprocessing
+    ``forkserver``, with this module, PyAV and Pillow preloaded), so a decoder crash or a
+    pathological file cannot take the API process down or hang it.
+
+    A child that dies (e.g. SIGSEGV in FFmpeg) -> ``SniffError("corrupt_file")``; one that
+    runs past ``timeout_s`` is killed -> ``SniffError("corrupt_file")``. ``fn`` must be
+    importable (module level); it exists for tests.
+    """
+    global _preloaded
+    ctx = mp.get_context("forkserver")
+    if not _preloaded:
+        ctx.set_forkserver_preload(["arforge.api.sniff", "av", "PIL.Image"])
+        _preloaded = True
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(fn or sniff, str(path), send), daemon=True)
+    await asyncio.to_thread(proc.start)
+    send.close()
+    try:
+        ready = await asyncio.to_thread(recv.poll, timeout_s)
+        if not ready:
+            raise SniffError(
+                "corrupt_file", f"the file could not be analysed within {timeout_s:g} s"
+            )
+        try:
+            status, value = recv.recv()
+        except EOFError:
+            await asyncio.to_thread(proc.join, 5)
+            raise SniffError(
+                "corrupt_file",
+                f"the decoder crashed while reading the file (exit code {proc.exitcode})",
+            ) from None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        await asyncio.to_thread(proc.join, 5)
+        recv.close()
+    if status == "ok":
+        return value  # type: ignore[no-any-return]
+    raise value
 
 
 # --------------------------------------------------------------------------------------

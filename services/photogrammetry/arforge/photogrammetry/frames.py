@@ -44,7 +44,7 @@ from arforge.shared.errors import JobFailed
 
 from .images import PhotoReport, prepare_photos
 from .orientation import DisplayTransform
-from .probe import VideoProbe, _pick_video_stream, probe_video
+from .probe import VideoProbe, pick_video_stream, probe_video
 from .sharpness import analysis_image, luma, measure
 from .tonemap import tonemap_to_sdr
 
@@ -276,7 +276,7 @@ def _decode_and_pick(
         best = None
 
     with av.open(str(probe.path)) as container:
-        stream = _pick_video_stream(container)
+        stream = pick_video_stream(container)
         if stream is None or stream.codec_context is None:  # probe said otherwise: file changed
             raise JobFailed("no_video_stream", "The file has no decodable video stream.", {})
         stream.codec_context.thread_type = "AUTO"

@@ -122,7 +122,7 @@ def _rate(value: Any) -> float | None:
     return f if f > 0 else None
 
 
-def _pick_video_stream(
+def pick_video_stream(
     container: av.container.InputContainer,
 ) -> av.video.stream.VideoStream | None:
     """The main video stream: by type, skipping cover art, largest default one first."""
@@ -171,7 +171,7 @@ def probe_video(
     except av.error.FFmpegError as exc:
         raise _corrupt(path, getattr(exc, "strerror", None) or type(exc).__name__) from exc
     with container:
-        stream = _pick_video_stream(container)
+        stream = pick_video_stream(container)
         if stream is None:
             kinds = sorted({s.type for s in container.streams})
             raise JobFailed(

@@ -44,7 +44,7 @@ from arforge.shared.storage.base import ObjectStore
 
 from ..deps import Tenant, get_pool, get_settings, get_store, require_tenant
 from ..errors import ApiError, error_responses, not_found
-from ..sniff import KINDS, SniffError, SniffResult, claimed_kinds, sniff
+from ..sniff import KINDS, SniffError, SniffResult, claimed_kinds, sniff_isolated
 
 log = logging.getLogger("arforge.api.uploads")
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
@@ -464,7 +464,7 @@ async def create_upload(
         if form.file_size == 0:
             raise ApiError(400, "empty_file", "the uploaded file is empty (0 bytes)")
         try:
-            result = await asyncio.to_thread(sniff, form.file_path)
+            result = await sniff_isolated(form.file_path)
         except SniffError as e:
             raise ApiError(e.status, e.code, e.message) from None
         _check_claims(result, declared, form)
