@@ -111,6 +111,15 @@ def test_variable_frame_rate_picks_spread_without_duplicates(tmp_path: Path) -> 
         assert np.abs(a.astype(np.int16) - b).mean() > 5  # no repeated image
 
 
+def test_raw_h264_without_timestamps_is_windowed(tmp_path: Path) -> None:
+    """A raw .h264 stream carries no timestamps: frames are counted on, not lumped."""
+    tex = texture(160, 120)
+    path = encode(tmp_path / "a.h264", lambda i: pattern_frame(i, 160, 120, tex), n=30)
+    report = extract_keyframes(path, tmp_path / "kf", max_frames=10)
+    assert report.kept == 10 and report.decoded == 30
+    assert report.timestamps_s == sorted(set(report.timestamps_s))
+
+
 def test_repeated_frames_are_not_kept_twice(tmp_path: Path) -> None:
     """A constant-rate file padded with repeated frames (each image twice)."""
     tex = texture(160, 120)

@@ -219,3 +219,18 @@ def test_png_saved_as_mov_is_not_a_usable_video(tmp_path: Path) -> None:
         probe_video(dst)
     assert _code(exc) == "video_too_short"
     assert exc.value.details["frames"] == 1
+
+
+@pytest.mark.parametrize("name", ["a.mkv", "a.mov", "a.ts", "a.h264"])
+def test_other_containers_and_raw_streams(tmp_path: Path, name: str) -> None:
+    """Matroska, QuickTime, MPEG-TS and a raw H.264 stream (no timestamps at all)."""
+    p = probe_video(_clip(tmp_path / name, n=30, fps=10))
+    assert (p.codec, p.frame_count) == ("h264", 30)
+    assert p.duration_s == pytest.approx(3.0, abs=0.05)
+
+
+def test_webm_vp9(tmp_path: Path) -> None:
+    if "libvpx-vp9" not in av.codecs_available:
+        pytest.skip("this PyAV build has no VP9 encoder to make a WebM input")
+    p = probe_video(_clip(tmp_path / "a.webm", n=30, fps=10, codec="libvpx-vp9"))
+    assert (p.container.split(",")[0], p.codec, p.frame_count) == ("matroska", "vp9", 30)

@@ -286,8 +286,9 @@ def _decode_and_pick(
                 break
             stats["decoded"] += 1
             pts = frame.pts
-            if pts is None:
-                pts = (last_pts + 1) if last_pts is not None else windows.pts0
+            if pts is None:  # raw streams (.h264): count on, as the probe did
+                step = max(int(frame.duration or 0), 1)
+                pts = (last_pts + step) if last_pts is not None else windows.pts0
             if last_pts is not None and pts <= last_pts:
                 stats["duplicates"] += 1
                 continue
