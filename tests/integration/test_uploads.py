@@ -7,6 +7,7 @@ Q-03 (hostile filenames), V-06 (audio-only / empty).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -196,34 +197,48 @@ async def test_large_text_field_is_413(api, tmp_path: Path, spool: Path, mp4: by
     await assert_nothing_stored(app, tmp_path, spool)
 
 
-async def test_over_cap_via_real_socket(
-    nats_server, fresh_db: str, tmp_path: Path, spool: Path
-) -> None:  # type: ignore[no-untyped-def]
-    """Over a real HTTP connection (uvicorn): a 'sparse 10 GiB' upload announced by
-    Content-Length is refused after its headers; the client never has to send the body."""
+@contextlib.asynccontextmanager
+async def uvicorn_api(settings: Any) -> AsyncIterator[tuple[Any, int]]:
+    """The app served by a real uvicorn on a free port: ``(app, port)``."""
     from conftest import free_port
 
     from arforge.api.app import create_app
 
-    settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
-    settings.max_upload_bytes = CAP
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
+            assert not task.done(), "uvicorn failed to start"
             await asyncio.sleep(0.05)
+        yield app, port
+    finally:
+        server.should_exit = True
+        await task
+
+
+def raw_head(auth: str, length: int) -> bytes:
+    return (
+        "POST /v1/uploads HTTP/1.1\r\nHost: api\r\n"
+        f"Authorization: {auth}\r\n"
+        "Content-Type: multipart/form-data; boundary=xyz\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+        '--xyz\r\nContent-Disposition: form-data; name="file"; filename="sparse.mp4"\r\n\r\n'
+    ).encode()
+
+
+async def test_over_cap_via_real_socket(  # type: ignore[no-untyped-def]
+    nats_server, fresh_db: str, tmp_path: Path, spool: Path
+) -> None:
+    """Over a real HTTP connection (uvicorn): a 'sparse 10 GiB' upload announced by
+    Content-Length is refused after its headers; the client never has to send the body."""
+    settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
+    settings.max_upload_bytes = CAP
+    async with uvicorn_api(settings) as (app, port):
         h = await new_tenant_key(app)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        request = (
-            "POST /v1/uploads HTTP/1.1\r\nHost: api\r\n"
-            f"Authorization: {h['Authorization']}\r\n"
-            "Content-Type: multipart/form-data; boundary=xyz\r\n"
-            f"Content-Length: {10 * 1024**3}\r\n\r\n"
-            '--xyz\r\nContent-Disposition: form-data; name="file"; filename="sparse.mp4"\r\n\r\n'
-        )
-        writer.write(request.encode())
+        writer.write(raw_head(h["Authorization"], 10 * 1024**3))
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), timeout=10)
         assert b" 413 " in status_line
@@ -232,9 +247,31 @@ async def test_over_cap_via_real_socket(
         writer.close()
         assert files_under(tmp_path / "store" / "objects") == set()
         assert files_under(spool) == set()
-    finally:
-        server.should_exit = True
-        await task
+
+
+async def test_client_disconnect_mid_upload_cleans_spool(  # type: ignore[no-untyped-def]
+    nats_server, fresh_db: str, tmp_path: Path, spool: Path
+) -> None:
+    settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
+    settings.max_upload_bytes = CAP
+    async with uvicorn_api(settings) as (app, port):
+        h = await new_tenant_key(app)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw_head(h["Authorization"], CAP // 2) + b"\x00" * (CAP // 4))
+        await writer.drain()
+        for _ in range(100):  # the spool file appears while the body streams in
+            if files_under(spool):
+                break
+            await asyncio.sleep(0.05)
+        assert len(files_under(spool)) == 1
+        writer.close()  # the client goes away mid-body
+        for _ in range(100):
+            if not files_under(spool):
+                break
+            await asyncio.sleep(0.05)
+        assert files_under(spool) == set()
+        assert files_under(tmp_path / "store" / "objects") == set()
+        assert await app.state.pool.fetchval("SELECT count(*) FROM uploads") == 0
 
 
 # --- Q-02 / V-06: sniffed, not trusted ------------------------------------------------
@@ -389,3 +426,37 @@ async def test_get_is_tenant_scoped(api, mp4: bytes) -> None:  # type: ignore[no
     assert_error(await client.get(f"/v1/uploads/{up['id']}", headers=b), 404, "not_found")
     assert_error(await client.get(f"/v1/uploads/{uuid.uuid4()}", headers=a), 404, "not_found")
     assert_error(await client.get("/v1/uploads/not-a-uuid", headers=a), 404, "not_found")
+
+
+async def test_upload_to_s3_backend(  # type: ignore[no-untyped-def]
+    nats_server, fresh_db: str, tmp_path: Path, spool: Path, s3_endpoint: str, mp4: bytes
+) -> None:
+    """Same route on the S3 backend (moto over HTTP): UTF-8 filename metadata survives the
+    ASCII-only S3 headers and the presigned URL serves the exact bytes."""
+    import httpx
+
+    from arforge.shared.settings import StorageSettings
+
+    settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
+    settings.storage = StorageSettings(
+        backend="s3",
+        bucket=f"up-{uuid.uuid4().hex[:10]}",
+        endpoint_url=s3_endpoint,
+        access_key_id="test",
+        secret_access_key="test",
+    )
+    name = "Amélie ‮🎬 ../../x.mp4"
+    async with running_api(settings) as (app, client):
+        h = await new_tenant_key(app)
+        resp = await client.post("/v1/uploads", files={"file": (name, mp4)}, headers=h)
+        assert resp.status_code == 201, resp.text
+        up = resp.json()
+        key = f"uploads/{up['id']}/original.mp4"
+        head = await app.state.store.head(key)
+        assert head is not None and head.metadata["filename"] == name
+        assert head.content_type == "video/mp4" and head.size == len(mp4)
+        url = await app.state.store.presigned_url(key)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(url)).content == mp4
+    assert not (tmp_path / "store").exists()
+    assert files_under(spool) == set()
