@@ -102,7 +102,9 @@ class Stack:
             if ready():
                 return
             for child in self.sup.poll():
-                raise StackError(f"{what}: {self.sup.death_report(child)}")
+                if child.spec.critical:
+                    raise StackError(f"{what}: {self.sup.death_report(child)}")
+                self.say(self.sup.death_report(child))  # a worker: report, keep going
             if time.monotonic() > deadline:
                 raise StackError(f"{what}: not ready after {timeout:.0f} s; see {self.sup.log_dir}")
             time.sleep(0.2)
