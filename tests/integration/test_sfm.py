@@ -1,0 +1,219 @@
+"""Structure from motion with real pycolmap on real photos (skull: CC BY 4.0, fox: tests only).
+
+Inputs are small (14 photos at 1000 px, a few generated variants) to keep the suite fast on
+two cores. Inputs that can abort the process natively (cases S-01, S-06) run in a child
+process, as the worker runs them (``ctx.run_isolated``): the test process must survive and
+read a clear failure code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycolmap
+import pytest
+from PIL import Image
+
+from arforge.photogrammetry.sfm import classify_native_abort, run_sfm
+from tests.conftest import SHARED_DATA
+
+SKULL = SHARED_DATA / "skull" / "images"
+FOX = SHARED_DATA / "fox" / "images"
+UPPER_ORBIT = [f"{i}.jpg" for i in range(53, 67)]  # 14 photos, one orbit of the skull
+
+pytestmark = pytest.mark.skipif(not SKULL.is_dir(), reason="shared real data not mounted")
+
+
+def _link(dst: Path, files: list[Path], names: list[str] | None = None) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(files):
+        (dst / (names[i] if names else f.name)).symlink_to(f)
+    return dst
+
+
+# --- a full registration ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def skull_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[tuple[float, str]]]:
+    root = tmp_path_factory.mktemp("skull")
+    images = _link(root / "images", [SKULL / n for n in UPPER_ORBIT])
+    events: list[tuple[float, str]] = []
+    result = run_sfm(
+        images,
+        root / "work",
+        matcher="auto",
+        max_image_size=1000,
+        on_progress=lambda f, s: events.append((f, s)),
+    )
+    return result, events
+
+
+def test_skull_orbit_registers_every_photo(skull_run: tuple[Any, Any]) -> None:
+    result, _ = skull_run
+    assert result.total_images == 14
+    assert result.registered_images == 14
+    assert result.models == [14]
+    assert result.unregistered_names == []
+    assert result.registered_names == UPPER_ORBIT
+    assert 0.05 < result.mean_reprojection_error_px < 1.0
+    assert result.points3d > 300
+    assert result.mean_track_length > 2.5
+    assert result.matcher == "exhaustive"  # unordered photos, fewer than 100
+    assert result.camera_groups == result.cameras == 1  # one camera: intrinsics shared
+    assert result.device == "cpu" or pycolmap.has_cuda
+    assert result.warnings == []
+
+
+def test_skull_model_on_disk_matches_the_report(skull_run: tuple[Any, Any]) -> None:
+    result, _ = skull_run
+    model = pycolmap.Reconstruction(str(result.model_dir))
+    assert model.num_reg_images() == result.registered_images
+    assert model.num_points3D() == result.points3d
+    camera = next(iter(model.cameras.values()))
+    assert (camera.width, camera.height) == (1200, 800)
+    # focal length of this narrow lens: well above the 1.2 x width prior COLMAP starts from
+    assert 1.0 * 1200 < camera.focal_length < 6.0 * 1200
+    # cameras orbit the object: centres spread around a ring, and the middle of the point
+    # cloud is in front of every camera and inside every image
+    centres = np.array([im.projection_center() for im in model.images.values()])
+    spread = np.linalg.norm(centres - centres.mean(0), axis=1)
+    assert spread.min() > 0.3 * spread.max()
+    middle = np.median(np.array([p.xyz for p in model.points3D.values()]), axis=0)
+    for image in model.images.values():
+        assert (image.cam_from_world() * middle)[2] > 0
+        u, v = image.project_point(middle)
+        assert 0 <= u < camera.width and 0 <= v < camera.height, image.name
+
+    report = json.loads(result.report_path.read_text())
+    assert report["status"] == "ok"
+    assert report["registered_images"] == 14
+    assert report["points3d"] == result.points3d
+    assert report["registered_ratio"] == 1.0
+    assert set(report["timings_s"]) >= {"features", "matching", "mapping", "total"}
+    assert all(v >= 0 for v in report["timings_s"].values())
+    assert report["timings_s"]["total"] >= report["timings_s"]["features"]
+    assert report["match_graph"]["general_ratio"] > 0.5
+    assert report["peak_rss_mb"] > 50
+
+
+def test_skull_progress_is_monotonic_and_ends_at_one(skull_run: tuple[Any, Any]) -> None:
+    _, events = skull_run
+    fractions = [f for f, _ in events]
+    assert fractions == sorted(fractions)
+    assert fractions[-1] == 1.0
+    assert 0.0 <= fractions[0] < 0.1
+    assert [s for s in dict.fromkeys(s for _, s in events)] == [
+        "features",
+        "matching",
+        "mapping",
+        "done",
+    ]
+
+
+# --- S-03: two unrelated captures in one job ----------------------------------------------
+@pytest.mark.skipif(not FOX.is_dir(), reason="fox data not mounted")
+def test_two_captures_keep_the_largest_model_and_warn(tmp_path: Path) -> None:
+    skull = [SKULL / n for n in UPPER_ORBIT[:10]]
+    fox = sorted(FOX.glob("*.jpg"))[:5]  # five consecutive frames of the phone video
+    images = _link(
+        tmp_path / "images",
+        skull + fox,
+        [f"s_{p.name}" for p in skull] + [f"x_{p.name}" for p in fox],
+    )
+    result = run_sfm(images, tmp_path / "work", max_image_size=800)
+    assert result.total_images == 15
+    assert result.registered_images == 10
+    assert set(result.registered_names) == {f"s_{p.name}" for p in skull}
+    assert result.models[0] == 10
+    assert len(result.models) >= 2 and result.models[1] >= 3  # the fox became its own model
+    assert result.camera_groups == 2  # two camera groups (1200x800 and 1080x1920)
+    assert any("largest model holds 10/15" in w for w in result.warnings)
+    report = json.loads(result.report_path.read_text())
+    assert report["models"] == result.models
+
+
+# --- isolated failures (S-01, S-06) -------------------------------------------------------
+_CHILD = """
+import json, sys
+from arforge.photogrammetry.sfm import run_sfm
+from arforge.shared.errors import JobFailed
+args = json.loads(sys.argv[1])
+try:
+    r = run_sfm(args["images"], args["work"], max_image_size=args["size"])
+    print(json.dumps({"ok": True, "registered": r.registered_images}))
+except JobFailed as e:
+    print(json.dumps({"ok": False, "code": e.code, "message": e.message, "details": e.details}))
+"""
+
+
+def _run_isolated(images: Path, work: Path, size: int) -> dict[str, Any]:
+    """Run ``run_sfm`` in a child process; a native abort becomes its classified failure."""
+    arg = json.dumps({"images": str(images), "work": str(work), "size": size})
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, arg],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    if proc.returncode < 0:  # killed by a signal, e.g. SIGABRT from a glog check
+        failure = classify_native_abort(proc.stderr[-4000:])
+        assert failure is not None, f"unclassified {signal.Signals(-proc.returncode).name}"
+        return {"ok": False, "code": failure.code, "details": failure.details, "native": True}
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_three_copies_of_one_photo_fail_clearly_in_a_child(tmp_path: Path) -> None:
+    src = SKULL / "56.jpg"
+    images = _link(tmp_path / "images", [src] * 3, ["a.jpg", "b.jpg", "c.jpg"])
+    out = _run_isolated(images, tmp_path / "work", 800)
+    assert out["ok"] is False
+    assert out["code"] == "sfm_insufficient_registration"
+    if not out.get("native"):
+        assert out["details"]["total_images"] == 3
+        assert out["details"]["match_graph"]["distinct_views"] == 1
+        assert "distinct view" in out["message"]
+    assert os.getpid() > 0  # this (parent) process is still running its tests
+
+
+def test_two_far_apart_photos_fail_clearly_in_a_child(tmp_path: Path) -> None:
+    # front and back of the skull: nothing in common
+    images = _link(tmp_path / "images", [SKULL / "53.jpg", SKULL / "60.jpg"])
+    out = _run_isolated(images, tmp_path / "work", 800)
+    assert out["ok"] is False
+    assert out["code"] == "sfm_insufficient_registration"
+    if not out.get("native"):
+        assert out["details"]["total_images"] == 2
+        assert out["details"]["registered_images"] == 0
+    report = json.loads((tmp_path / "work" / "sfm_report.json").read_text())
+    assert report["status"] == "failed"
+    assert report["code"] == "sfm_insufficient_registration"
+
+
+def test_sliding_crops_of_one_photo_fail_as_degenerate_motion(tmp_path: Path) -> None:
+    photo = Image.open(SKULL / "56.jpg").convert("RGB")
+    w, h = photo.size
+    cw, ch = int(w * 0.6), int(h * 0.8)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):  # a camera panning across one view: no parallax at all
+        x = (w - cw) * i // 5
+        photo.crop((x, (h - ch) // 2, x + cw, (h - ch) // 2 + ch)).save(images / f"p{i}.png")
+    out = _run_isolated(images, tmp_path / "work", 800)
+    assert out["ok"] is False
+    assert out["code"] == "degenerate_motion"
+    assert "walk around the object" in out["message"].lower()
+    graph = out["details"]["match_graph"]
+    assert graph["verified_pairs"] >= 5
+    assert graph["general_pairs"] == 0
+    # fast: rejected from the match graph, before incremental mapping started
+    report = json.loads((tmp_path / "work" / "sfm_report.json").read_text())
+    assert "mapping" not in report["timings_s"]
+    assert not any((tmp_path / "work" / "models").iterdir())
