@@ -85,8 +85,13 @@ def test_a_killed_child_is_reported_with_its_log_tail(sup: Supervisor) -> None:
     assert _wait_until(lambda: "worker says hello" in (sup.log_dir / "worker.log").read_text())
     assert sup.poll() == []
     os.kill(child.pid, signal.SIGKILL)
-    dead = []
-    assert _wait_until(lambda: bool(dead.extend(sup.poll()) or dead))
+    dead: list = []  # type: ignore[type-arg]
+
+    def died() -> bool:
+        dead.extend(sup.poll())
+        return bool(dead)
+
+    assert _wait_until(died)
     assert [c.name for c in dead] == ["worker"]
     report = sup.death_report(dead[0])
     assert "worker (pid" in report

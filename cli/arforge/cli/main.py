@@ -24,8 +24,8 @@ from rich.console import Console
 from . import config, jobs
 from .client import ApiError, Client
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 REPO = Path(__file__).resolve().parents[3]
 SAMPLE = REPO / "samples" / "skull" / "skull-walkaround.mp4"
 OUTPUT_DIR = Path("arforge-output")
@@ -138,7 +138,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not services.runnable("arforge.photogrammetry"):
         err_console.print(
             "[red]arforge demo:[/] photogrammetry worker not installed "
-            "(services/photogrammetry; run `make install`)"
+            "(services/photogrammetry; run `make install`)",
+            soft_wrap=True,
         )
         return 1
     sample = Path(args.input) if args.input else SAMPLE
