@@ -48,12 +48,15 @@ def follow(
 ) -> dict[str, Any]:
     """Follow a job's SSE stream until a terminal event; return the final job.
 
-    Reconnects with ``Last-Event-ID`` when the stream drops, and falls back to polling
+    Events of earlier runs (before a retry or replay) are skipped. Reconnects with
+    ``Last-Event-ID`` when the stream drops, and falls back to polling
     ``GET /v1/jobs/{id}`` if it cannot. The returned job is read after the terminal event
     (polled until the tracker has recorded the terminal status).
     """
     last_id: str | None = None
     drops = 0
+    # History may hold an earlier run's terminal event (after a retry or a replay).
+    run = int(client.job(job_id).get("run") or 1)
     while True:
         try:
             for ev in client.events(job_id, last_id):
@@ -67,6 +70,8 @@ def follow(
                 kind = str(env.get("type") or ev.event)
                 raw = env.get("data")
                 data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+                if int(data.get("run") or run) < run:
+                    continue
                 on_event(kind, data)
                 if kind in TERMINAL_EVENTS:
                     return client.wait_terminal(job_id, poll_s=0.3)
