@@ -81,7 +81,8 @@ async def run_isolated(
         stderr=asyncio.subprocess.PIPE,
         pass_fds=(write_fd,),
         start_new_session=True,
-        env={**os.environ, **(env or {})},
+        # The child imports ``fn`` by reference: give it the parent's import path.
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **(env or {})},
     )
     os.close(write_fd)
     loop = asyncio.get_running_loop()

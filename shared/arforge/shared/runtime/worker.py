@@ -1,0 +1,548 @@
+"""The job runtime: pulls jobs from JetStream lanes, runs handlers, owns ack/nak/term.
+
+Outcomes (see ARCHITECTURE.md, "Job runtime semantics"):
+
+=============================  =====================  ==================================
+handler outcome                JetStream              events
+=============================  =====================  ==================================
+returns a result               ack (after the event)  job.completed
+Retry / error, attempts left   nak(delay) (backoff)   job.retrying
+same, no attempts left         DLQ publish, term      job.failed + job.dead_lettered
+JobFailed(code), bad params    term                   job.failed
+cancel requested               kill group, term       job.cancelled (artifacts removed)
+timeout                        kill group; retryable  job.retrying / job.failed
+worker shutting down           finish in grace or     none
+                               nak(0)
+=============================  =====================  ==================================
+
+JetStream traps handled here: the consumer has a fixed ``ack_wait`` and no backoff list;
+long jobs send ``in_progress()`` heartbeats every ``ack_wait / 4``; each free slot fetches
+exactly one message with a ``no_wait`` pull request (a prefetched batch would outlive
+``ack_wait`` and run twice); retry delays are computed here and applied with
+``nak(delay)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.msg import Msg
+from pydantic import BaseModel, ValidationError
+
+from ..bus import Bus
+from ..bus import topology as topo
+from ..contracts import JobMessage, JobResult, JobSpec, JobStatus, Registry, job_event
+from ..errors import JobFailed, JobTimedOut, Retry
+from ..settings import WorkerSettings
+from ..storage.base import ObjectStore
+from .context import JobContext
+from .lanes import Lane, LaneScheduler
+
+log = structlog.get_logger("arforge.worker")
+
+Handler = Callable[[JobContext, Any], Awaitable[Any]]
+PULL_TIMEOUT_S = 2.0
+TERMINAL_EMIT_DEADLINE_S = 120.0
+
+
+class _Stop(Exception):
+    """Internal: why a running handler task was cancelled."""
+
+
+@dataclass
+class _Running:
+    job: JobMessage
+    task: asyncio.Task  # type: ignore[type-arg]
+    stop_reason: str | None = None  # "cancelled" | "shutdown"
+
+
+class Worker:
+    """Serves ``handlers`` (job type -> async handler) with ``settings.concurrency`` slots.
+
+    Construct, then ``await run()`` until :meth:`shutdown` (or SIGTERM/SIGINT with
+    :func:`run_worker`). ``registry`` supplies each type's params/result models and
+    retry policy.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: ObjectStore,
+        handlers: dict[str, Handler],
+        *,
+        registry: Registry,
+        settings: WorkerSettings,
+        name: str | None = None,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.handlers = handlers
+        self.registry = registry
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.specs: dict[str, JobSpec] = {t: registry[t] for t in handlers}
+        self.scheduler = LaneScheduler(list(handlers), settings.starvation_limit)
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._running: dict[str, _Running] = {}
+        self._inboxes: dict[tuple[str, str], Any] = {}
+        self._subs: list[Any] = []
+        self.jobs_started = 0
+
+    # --- set-up ------------------------------------------------------------------
+    async def _setup(self) -> None:
+        await self.bus.ensure_topology(self.specs.values(), ack_wait_s=self.settings.ack_wait_s)
+        nc = self.bus.nc
+        for lane in self.scheduler.lanes:
+            inbox = nc.new_inbox()
+            self._inboxes[lane.key] = await nc.subscribe(inbox)
+
+        async def on_publish(msg: Msg) -> None:  # wake-up only; the job is pulled later
+            _, job_type, prio = msg.subject.split(".", 2)
+            self.scheduler.notify(job_type, prio)
+            self._wake.set()
+
+        async def on_cancel(msg: Msg) -> None:
+            job_id = msg.subject.rsplit(".", 1)[-1]
+            if msg.data == b"1":
+                self._cancel_running(job_id)
+
+        for job_type in self.handlers:
+            self._subs.append(await nc.subscribe(f"jobs.{job_type}.*", cb=on_publish))
+        self._subs.append(await nc.subscribe(f"$KV.{topo.CANCEL_BUCKET}.*", cb=on_cancel))
+
+    def _cancel_running(self, job_id: str) -> None:
+        running = self._running.get(job_id)
+        if running is not None and running.stop_reason is None:
+            running.stop_reason = "cancelled"
+            running.task.cancel()
+
+    # --- fetching ----------------------------------------------------------------
+    async def _pull_one(self, lane: Lane) -> Msg | None:
+        """One ``no_wait`` pull request on ``lane``: a message, or None when empty."""
+        sub = self._inboxes[lane.key]
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{topo.JOBS}.{topo.consumer_name(*lane.key)}"
+        await self.bus.nc.publish(
+            subject, json.dumps({"batch": 1, "no_wait": True}).encode(), reply=sub.subject
+        )
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=PULL_TIMEOUT_S)
+            except nats.errors.TimeoutError:
+                return None
+            status = msg.headers.get("Status") if msg.headers else None
+            if status is None:
+                return msg
+            if status in ("404", "408", "409"):
+                return None
+            # 100 = heartbeat; anything else: give up on this pull
+
+    async def _next_message(self) -> tuple[Lane, Msg] | None:
+        while not self._stopping.is_set():
+            for lane in self.scheduler.order():
+                try:
+                    msg = await self._pull_one(lane)
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                    msg = None
+                    await asyncio.sleep(0.2)
+                if msg is not None:
+                    self.scheduler.served(lane)
+                    return lane, msg
+                self.scheduler.empty(lane)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll_s)
+            if not self._wake.is_set():
+                self.scheduler.mark_all()  # delayed naks come due without a publish
+        return None
+
+    # --- main loop ---------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve jobs until :meth:`shutdown`; then drain (see ``drain_grace_s``)."""
+        await self._setup()
+        log.info(
+            "worker ready",
+            worker=self.name,
+            types=list(self.handlers),
+            concurrency=self.settings.concurrency,
+        )
+        tasks: set[asyncio.Task] = set()  # type: ignore[type-arg]
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                slot = asyncio.create_task(self._slots.acquire())
+                await asyncio.wait({slot, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not slot.done():
+                    slot.cancel()
+                    break
+                got = await self._next_message()
+                if got is None:
+                    self._slots.release()
+                    break
+                task = asyncio.create_task(self._run_job(*got))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await self._drain(tasks)
+        finally:
+            stop_wait.cancel()
+            for sub in self._subs + list(self._inboxes.values()):
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _drain(self, tasks: set[asyncio.Task]) -> None:  # type: ignore[type-arg]
+        if not tasks:
+            return
+        log.info("draining", running=len(tasks), grace_s=self.settings.drain_grace_s)
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.drain_grace_s)
+        for running in list(self._running.values()):
+            if running.stop_reason is None:
+                running.stop_reason = "shutdown"
+                running.task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    def shutdown(self) -> None:
+        """Stop taking jobs; running ones get ``drain_grace_s`` to finish."""
+        self._stopping.set()
+        self._wake.set()
+
+    # --- one job -----------------------------------------------------------------
+    async def _run_job(self, lane: Lane, msg: Msg) -> None:
+        try:
+            await self._run_job_inner(lane, msg)
+        except Exception:
+            log.exception("runtime error handling a job; handing it back")
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=5)
+        finally:
+            self._slots.release()
+            self._wake.set()
+
+    async def _run_job_inner(self, lane: Lane, msg: Msg) -> None:
+        attempt = int(msg.metadata.num_delivered or 1)
+        try:
+            job = JobMessage.model_validate_json(msg.data)
+        except ValidationError as e:
+            log.error("malformed job message; terminated", error=str(e)[:500])
+            await msg.term()
+            return
+        spec = self.specs[job.type]
+        source = f"arforge.worker.{job.type}"
+        jd = job.model_dump(mode="json")
+        structlog.contextvars.bind_contextvars(
+            job_id=job.job_id, job_type=job.type, attempt=attempt
+        )
+        try:
+            if await self.bus.is_cancel_requested(job.job_id):
+                await self._finish_cancelled(job, jd, source, attempt, msg)
+                return
+            heartbeat = asyncio.create_task(self._heartbeat(msg, job.job_id))
+            try:
+                await self._attempt(job, jd, spec, source, attempt, msg)
+            finally:
+                heartbeat.cancel()
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id", "job_type", "attempt")
+
+    async def _attempt(
+        self,
+        job: JobMessage,
+        jd: dict,
+        spec: JobSpec,
+        source: str,
+        attempt: int,
+        msg: Msg,  # type: ignore[type-arg]
+    ) -> None:
+        workdir = Path(self.settings.workdir) / f"{job.job_id}-{attempt}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        emitter = _ProgressEmitter(self.bus, jd, source, attempt, self.settings.progress_interval_s)
+        ctx = JobContext(
+            job=job,
+            spec=spec,
+            attempt=attempt,
+            workdir=workdir,
+            store=self.store,
+            progress_sink=emitter.report,
+        )
+        await self._emit(
+            job_event(JobStatus.started, jd, source=source, attempt=attempt, worker=self.name),
+            critical=False,
+        )
+        self.jobs_started += 1
+        t0 = time.monotonic()
+        task = asyncio.create_task(self._call_handler(ctx, spec, job))
+        running = _Running(job, task)
+        self._running[job.job_id] = running
+        try:
+            try:
+                async with asyncio.timeout(spec.policy.timeout_s):
+                    result = await task
+            except TimeoutError:
+                raise JobTimedOut(spec.policy.timeout_s) from None
+        except asyncio.CancelledError:
+            if running.stop_reason == "cancelled":
+                await self._finish_cancelled(job, jd, source, attempt, msg)
+                return
+            if running.stop_reason == "shutdown":
+                log.info("handing the job back at shutdown")
+                await msg.nak()
+                return
+            raise
+        except JobFailed as e:
+            await emitter.close()
+            await self._emit(
+                job_event(
+                    JobStatus.failed,
+                    jd,
+                    source=source,
+                    attempt=attempt,
+                    error={"code": e.code, "message": e.message, "details": e.details},
+                )
+            )
+            await msg.term()
+            log.info("job failed", code=e.code)
+            return
+        except Exception as e:
+            await emitter.close()
+            await self._retry_or_dead_letter(job, jd, spec, source, attempt, msg, e)
+            return
+        finally:
+            self._running.pop(job.job_id, None)
+            await emitter.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+        elapsed = time.monotonic() - t0
+        await self._emit(
+            job_event(
+                JobStatus.completed,
+                jd,
+                source=source,
+                attempt=attempt,
+                result=result,
+                duration_s=round(elapsed, 3),
+            )
+        )
+        await msg.ack_sync()
+        log.info("job completed", duration_s=round(elapsed, 3))
+
+    async def _call_handler(self, ctx: JobContext, spec: JobSpec, job: JobMessage) -> dict:  # type: ignore[type-arg]
+        try:
+            params = spec.params.model_validate(job.params)
+        except ValidationError as e:
+            raise JobFailed(
+                "invalid_params",
+                "The job parameters are invalid.",
+                {"errors": json.loads(e.json())},
+            ) from None
+        result = await self.handlers[job.type](ctx, params)
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
+        try:
+            validated: JobResult = spec.result.model_validate(result)
+        except ValidationError as e:
+            raise JobFailed(
+                "invalid_result", f"The handler returned an invalid result: {e}"
+            ) from None
+        return validated.model_dump(mode="json")
+
+    async def _retry_or_dead_letter(
+        self,
+        job: JobMessage,
+        jd: dict,
+        spec: JobSpec,
+        source: str,
+        attempt: int,  # type: ignore[type-arg]
+        msg: Msg,
+        exc: Exception,
+    ) -> None:
+        code = getattr(exc, "code", "unexpected_error")
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, Retry):
+            log.exception("handler raised", exc_info=exc)
+        error = {"code": code, "message": message[:2000]}
+        if attempt < spec.policy.max_attempts:
+            delay = getattr(exc, "delay_s", None)
+            if delay is None:
+                delay = spec.policy.delay_for(attempt)
+            next_at = datetime.now(UTC) + timedelta(seconds=delay)
+            await self._emit(
+                job_event(
+                    JobStatus.retrying,
+                    jd,
+                    source=source,
+                    attempt=attempt,
+                    error=error,
+                    delay_s=round(delay, 3),
+                    next_retry_at=next_at.isoformat(),
+                )
+            )
+            await msg.nak(delay=delay)
+            log.info("attempt failed; retrying", code=code, delay_s=round(delay, 3))
+            return
+        seq = await self.bus.dead_letter(
+            job, reason="attempts_exhausted", attempts=attempt, last_error=f"{code}: {message}"
+        )
+        await self._emit(
+            job_event(
+                JobStatus.failed,
+                jd,
+                source=source,
+                attempt=attempt,
+                error={
+                    "code": "attempts_exhausted",
+                    "message": f"Gave up after {attempt} attempts; last error: {message[:500]}",
+                    "last_code": code,
+                },
+            )
+        )
+        await self._emit(
+            job_event(
+                JobStatus.dead_lettered,
+                jd,
+                source=source,
+                attempt=attempt,
+                reason="attempts_exhausted",
+                attempts=attempt,
+                last_error=f"{code}: {message}"[:2000],
+                dlq_seq=seq,
+            )
+        )
+        await msg.term()
+        log.warning("attempts exhausted; dead-lettered", code=code, dlq_seq=seq)
+
+    async def _finish_cancelled(
+        self,
+        job: JobMessage,
+        jd: dict,
+        source: str,
+        attempt: int,
+        msg: Msg,  # type: ignore[type-arg]
+    ) -> None:
+        removed = await self.store.delete_prefix(f"jobs/{job.job_id}/")
+        await self._emit(job_event(JobStatus.cancelled, jd, source=source, attempt=attempt))
+        await msg.term()
+        log.info("job cancelled", artifacts_removed=removed)
+
+    async def _heartbeat(self, msg: Msg, job_id: str) -> None:
+        """Keep the message ours while the job runs; re-check cancellation each beat."""
+        interval = max(self.settings.ack_wait_s / 4, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+            with contextlib.suppress(Exception):
+                if await self.bus.is_cancel_requested(job_id):
+                    self._cancel_running(job_id)
+
+    async def _emit(self, event: Any, *, critical: bool = True) -> None:
+        """Publish an event; critical ones are retried through a NATS outage."""
+        deadline = time.monotonic() + (TERMINAL_EMIT_DEADLINE_S if critical else 5.0)
+        while True:
+            try:
+                await self.bus.emit(event)
+                return
+            except Exception as e:
+                if time.monotonic() > deadline:
+                    log.error("could not publish event", event_type=event.type, error=str(e))
+                    if critical:
+                        raise
+                    return
+                await asyncio.sleep(0.5)
+
+
+class _ProgressEmitter:
+    """Throttles ``job.progress`` events to one per interval (stage changes go at once)."""
+
+    def __init__(self, bus: Bus, jd: dict, source: str, attempt: int, interval: float) -> None:  # type: ignore[type-arg]
+        self.bus, self.jd, self.source, self.attempt = bus, jd, source, attempt
+        self.interval = interval
+        self.last_t = 0.0
+        self.last_stage: str | None = None
+        self.seq = 0
+        self.pending: tuple[float, str] | None = None
+        self.task: asyncio.Task | None = None  # type: ignore[type-arg]
+
+    def report(self, fraction: float, stage: str) -> None:
+        self.pending = (fraction, stage)
+        now = time.monotonic()
+        if stage != self.last_stage or now - self.last_t >= self.interval:
+            self._flush()
+        elif self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(max(self.interval - (time.monotonic() - self.last_t), 0))
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.pending is None:
+            return
+        fraction, stage = self.pending
+        self.pending = None
+        self.last_t, self.last_stage = time.monotonic(), stage
+        self.seq += 1
+        ev = job_event(
+            JobStatus.progress,
+            self.jd,
+            source=self.source,
+            attempt=self.attempt,
+            seq=self.seq,
+            fraction=round(fraction, 4),
+            stage=stage,
+        )
+        asyncio.get_running_loop().create_task(self._send(ev))
+
+    async def _send(self, ev: Any) -> None:
+        with contextlib.suppress(Exception):
+            await self.bus.emit(ev)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.pending = None
+
+
+def run_worker(handlers: dict[str, Handler], *, service: str | None = None) -> None:
+    """Blocking entry point for ``python -m arforge.<service>``: connect, serve, drain.
+
+    SIGTERM / SIGINT start a graceful drain: no new jobs, running ones get
+    ``ARFORGE_WORKER__DRAIN_GRACE_S`` seconds, then are handed back with ``nak``.
+    """
+    from ..bus import connect
+    from ..contracts import default_registry
+    from ..logging import configure_logging
+    from ..settings import get_settings
+    from ..storage.factory import make_store
+
+    settings = get_settings()
+    name = service or "+".join(handlers)
+    configure_logging(f"worker.{name}", level=settings.log_level, json=settings.log_json)
+
+    async def main() -> None:
+        bus = await connect(settings.nats_url, name=f"arforge-worker-{name}")
+        store = make_store(settings)
+        worker = Worker(bus, store, handlers, registry=default_registry(), settings=settings.worker)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.shutdown)
+        try:
+            await worker.run()
+        finally:
+            await bus.close()
+            await store.close()
+
+    asyncio.run(main())

@@ -1,0 +1,364 @@
+"""The job runtime against a real nats-server: exactly-once under long jobs, crashes,
+retries with backoff and dead letters, priorities, cancellation, drain, server restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from runtime_support import handle_sleep, sleep_registry, spawn_worker
+
+from arforge.shared.bus import DLQ, EVENTS, Bus, connect
+from arforge.shared.contracts import Event, JobMessage, Priority
+from arforge.shared.runtime import Worker
+from arforge.shared.settings import WorkerSettings
+from arforge.shared.storage import LocalStore
+
+
+def job(priority: str = "default", run: int = 1, **params: object) -> JobMessage:
+    return JobMessage(
+        job_id=str(uuid.uuid4()),
+        type="sleep",
+        priority=Priority(priority),
+        tenant_id="t1",
+        run=run,
+        params=params,
+        submitted_at=datetime.now(UTC),
+    )
+
+
+async def events_of(bus: Bus, job_id: str | None = None) -> list[Event]:
+    """Every event in the EVENTS stream (optionally for one job), in stream order."""
+    info = await bus.js.stream_info(EVENTS)
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            raw = await bus.js.get_msg(EVENTS, seq)
+        except Exception:
+            continue
+        assert raw.data is not None
+        ev = Event.model_validate_json(raw.data)
+        if job_id is None or ev.subject == job_id:
+            out.append(ev)
+    return out
+
+
+async def wait_for_event(bus: Bus, job_id: str, etype: str, timeout: float = 30) -> list[Event]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        evs = await events_of(bus, job_id)
+        if any(e.type == etype for e in evs):
+            return evs
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {etype} for {job_id}; saw {[e.type for e in evs]}")
+
+
+def runs(runs_path: Path, job_id: str) -> list[int]:
+    f = runs_path / f"{job_id}.runs"
+    if not f.exists():
+        return []
+    return [int(line.split()[1]) for line in f.read_text().splitlines()]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    runs_path = tmp_path / "runs"
+    runs_path.mkdir()
+    monkeypatch.setenv("ARFORGE_TEST_RUNS_DIR", str(runs_path))
+    return {"runs": runs_path, "store": tmp_path / "store", "work": tmp_path / "work"}
+
+
+@pytest.fixture
+async def bus(nats_server):  # type: ignore[no-untyped-def]
+    b = await connect(nats_server.url, name="test")
+    await b.ensure_topology(sleep_registry(), ack_wait_s=1.0)
+    yield b
+    await b.close()
+
+
+class InProcessWorker:
+    def __init__(self, bus: Bus, env: dict[str, Path], **settings: object) -> None:
+        base: dict[str, object] = dict(
+            concurrency=2, ack_wait_s=1.0, idle_poll_s=0.2, drain_grace_s=5.0, workdir=env["work"]
+        )
+        base.update(settings)
+        self.worker = Worker(
+            bus,
+            LocalStore(env["store"]),
+            {"sleep": handle_sleep},
+            registry=sleep_registry(),
+            settings=WorkerSettings(**base),
+        )
+        self.task: asyncio.Task | None = None  # type: ignore[type-arg]
+
+    async def __aenter__(self) -> Worker:
+        self.task = asyncio.create_task(self.worker.run())
+        return self.worker
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.worker.shutdown()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 30)
+
+
+async def test_job_lasting_three_ack_waits_runs_exactly_once(bus, env):  # type: ignore[no-untyped-def]
+    j = job(seconds=3.5)
+    async with InProcessWorker(bus, env), InProcessWorker(bus, env):
+        await bus.submit(j)
+        evs = await wait_for_event(bus, j.job_id, "job.completed", 30)
+        await asyncio.sleep(2.5)  # long enough for a wrongful redelivery to show
+    assert runs(env["runs"], j.job_id) == [1]
+    assert Counter(e.type for e in await events_of(bus, j.job_id))["job.started"] == 1
+    done = next(e for e in evs if e.type == "job.completed")
+    assert done.data["result"]["artifacts"][0]["key"] == f"jobs/{j.job_id}/out.txt"
+    progress = [e for e in evs if e.type == "job.progress"]
+    assert 2 <= len(progress) <= 8  # ~1/s over 3.5 s, throttled from 35 reports
+    assert progress[-1].data["stage"] == "sleeping"
+
+
+async def test_duplicate_submit_is_dropped(bus, env):  # type: ignore[no-untyped-def]
+    j = job(seconds=0.1)
+    await bus.submit(j)
+    await bus.submit(j)
+    async with InProcessWorker(bus, env):
+        await wait_for_event(bus, j.job_id, "job.completed")
+        await asyncio.sleep(0.5)
+    assert runs(env["runs"], j.job_id) == [1]
+
+
+async def test_retries_follow_policy_then_dead_letter_then_replay(bus, env):  # type: ignore[no-untyped-def]
+    # policy: delays 0.5 s, 1.0 s (+<=10% jitter) -> 3 attempts, all planned to fail.
+    j = job(fail_times=5)
+    async with InProcessWorker(bus, env, idle_poll_s=0.05):
+        await bus.submit(j)
+        evs = await wait_for_event(bus, j.job_id, "job.dead_lettered", 30)
+    assert runs(env["runs"], j.job_id) == [1, 2, 3]
+    lines = (env["runs"] / f"{j.job_id}.runs").read_text().splitlines()
+    t = [float(line.split()[2]) for line in lines]
+    assert 0.5 <= t[1] - t[0] < 0.5 * 1.1 + 0.6
+    assert 1.0 <= t[2] - t[1] < 1.0 * 1.1 + 0.6
+    retrying = [e for e in evs if e.type == "job.retrying"]
+    assert [e.data["attempt"] for e in retrying] == [1, 2]
+    assert 0.5 <= retrying[0].data["delay_s"] <= 0.55
+    failed = next(e for e in evs if e.type == "job.failed")
+    assert failed.data["error"]["code"] == "attempts_exhausted"
+    assert failed.data["error"]["last_code"] == "planned"
+    dl = next(e for e in evs if e.type == "job.dead_lettered")
+    raw = await bus.js.get_msg(DLQ, dl.data["dlq_seq"])
+    assert raw.headers is not None and raw.headers["Arforge-Reason"] == "attempts_exhausted"
+    assert JobMessage.model_validate_json(raw.data or b"").job_id == j.job_id
+
+    # Replay: run 2 of the same job, which now succeeds (fail_times counts attempts of a run).
+    replay = j.model_copy(update={"run": 2, "params": {"fail_times": 0}})
+    async with InProcessWorker(bus, env):
+        await bus.submit(replay)
+        evs = await wait_for_event(bus, j.job_id, "job.completed")
+    done = [e for e in evs if e.type == "job.completed"]
+    assert len(done) == 1 and done[0].data["run"] == 2
+    assert await bus.delete_dead_letter(j.job_id)
+
+
+async def test_job_failed_is_terminal_without_retry(bus, env):  # type: ignore[no-untyped-def]
+    j = job(fail_code="bad_capture")
+    async with InProcessWorker(bus, env):
+        await bus.submit(j)
+        evs = await wait_for_event(bus, j.job_id, "job.failed")
+        await asyncio.sleep(1.5)
+    assert runs(env["runs"], j.job_id) == [1]
+    failed = next(e for e in evs if e.type == "job.failed")
+    assert failed.data["error"]["code"] == "bad_capture"
+
+
+async def test_invalid_params_fail_with_code(bus, env):  # type: ignore[no-untyped-def]
+    j = job(seconds="soon")
+    async with InProcessWorker(bus, env):
+        await bus.submit(j)
+        evs = await wait_for_event(bus, j.job_id, "job.failed")
+    assert next(e for e in evs if e.type == "job.failed").data["error"]["code"] == "invalid_params"
+
+
+async def test_high_priority_job_starts_before_queued_default_jobs(bus, env):  # type: ignore[no-untyped-def]
+    defaults = [job("default", seconds=0.05, artifact=False) for _ in range(20)]
+    for d in defaults:
+        await bus.submit(d)
+    high = job("high", seconds=0.05, artifact=False)
+    await bus.submit(high)
+    async with InProcessWorker(bus, env, concurrency=1):
+        await wait_for_event(bus, defaults[-1].job_id, "job.completed", 60)
+    started = [e.subject for e in await events_of(bus) if e.type == "job.started"]
+    assert started[0] == high.job_id
+    assert started[1:] == [d.job_id for d in defaults]  # FIFO within a lane
+
+
+async def test_low_jobs_complete_under_a_flood_of_high_jobs(bus, env):  # type: ignore[no-untyped-def]
+    """Anti-starvation bound: with starvation_limit K, a waiting low job is passed over
+    at most K times. Here K=5 and high jobs keep arriving faster than they are served."""
+    lows = [job("low", seconds=0.02, artifact=False) for _ in range(3)]
+    stop = asyncio.Event()
+    highs: list[str] = []
+
+    async def flood() -> None:
+        while not stop.is_set():
+            h = job("high", seconds=0.02, artifact=False)
+            highs.append(h.job_id)
+            await bus.submit(h)
+            await asyncio.sleep(0.005)
+
+    for _ in range(30):
+        h = job("high", seconds=0.02, artifact=False)
+        highs.append(h.job_id)
+        await bus.submit(h)
+    for lo in lows:
+        await bus.submit(lo)
+    flooder = asyncio.create_task(flood())
+    async with InProcessWorker(bus, env, concurrency=1, starvation_limit=5):
+        for lo in lows:
+            await wait_for_event(bus, lo.job_id, "job.completed", 60)
+        stop.set()
+        await flooder
+    started = [e.subject for e in await events_of(bus) if e.type == "job.started"]
+    positions = [started.index(lo.job_id) for lo in lows]
+    # each low job waits at most K=5 high jobs after the previous one
+    assert positions[0] <= 5
+    assert all(b - a <= 6 for a, b in zip(positions, positions[1:], strict=False))
+    assert len(set(highs) - set(started)) > 0  # high work was still waiting: a real flood
+
+
+async def test_cancel_running_job_kills_process_tree(bus, env):  # type: ignore[no-untyped-def]
+    j = job(spawn_tree=True)
+    async with InProcessWorker(bus, env):
+        await bus.submit(j)
+        deadline = time.monotonic() + 20
+        while not (env["runs"] / f"{j.job_id}.tree").exists():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert _sleepers() >= 2
+        assert await LocalStore(env["store"]).head(f"jobs/{j.job_id}/partial.bin") is not None
+        t0 = time.monotonic()
+        await bus.request_cancel(j.job_id)
+        evs = await wait_for_event(bus, j.job_id, "job.cancelled", 5)
+        assert time.monotonic() - t0 < 5
+    assert _sleepers() == 0
+    assert "job.completed" not in {e.type for e in evs}
+    assert await LocalStore(env["store"]).head(f"jobs/{j.job_id}/partial.bin") is None
+
+
+async def test_cancel_before_start_never_runs(bus, env):  # type: ignore[no-untyped-def]
+    j = job(seconds=0.1)
+    await bus.submit(j)
+    await bus.request_cancel(j.job_id)
+    async with InProcessWorker(bus, env):
+        await wait_for_event(bus, j.job_id, "job.cancelled")
+    assert runs(env["runs"], j.job_id) == []
+
+
+async def test_native_abort_is_a_failed_attempt_and_worker_lives(bus, env):  # type: ignore[no-untyped-def]
+    bad = job(abort=True)
+    good = job(seconds=0.1)
+    async with InProcessWorker(bus, env, concurrency=1, idle_poll_s=0.05):
+        await bus.submit(bad)
+        evs = await wait_for_event(bus, bad.job_id, "job.retrying")
+        await bus.submit(good)
+        await wait_for_event(bus, good.job_id, "job.completed")
+    retry = next(e for e in evs if e.type == "job.retrying")
+    assert retry.data["error"]["code"] == "native_crash"
+    assert "SIGABRT" in retry.data["error"]["message"]
+
+
+def _sleepers() -> int:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if line.strip() == "sleep 300")
+
+
+async def test_kill_9_mid_job_redelivers_and_completes_once(bus, env, nats_server):  # type: ignore[no-untyped-def]
+    w1 = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=1.0)
+    j = job(seconds=2.0)
+    try:
+        await bus.submit(j)
+        deadline = time.monotonic() + 20
+        while not runs(env["runs"], j.job_id):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        os.kill(w1.pid, signal.SIGKILL)
+        w1.wait()
+        w2 = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=1.0)
+        try:
+            await wait_for_event(bus, j.job_id, "job.completed", 30)
+            await asyncio.sleep(1.5)
+        finally:
+            w2.terminate()
+            w2.wait(30)
+    finally:
+        if w1.poll() is None:
+            w1.kill()
+    assert runs(env["runs"], j.job_id) == [1, 2]
+    assert Counter(e.type for e in await events_of(bus, j.job_id))["job.completed"] == 1
+    files = [p for p in (env["store"] / "objects" / "jobs" / j.job_id).rglob("*") if p.is_file()]
+    assert [p.name for p in files] == ["out.txt"]
+
+
+async def test_sigterm_lets_running_job_finish_within_grace(bus, env, nats_server):  # type: ignore[no-untyped-def]
+    w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=1.0, grace=10)
+    j = job(seconds=2.0)
+    await bus.submit(j)
+    deadline = time.monotonic() + 20
+    while not runs(env["runs"], j.job_id):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    evs = await wait_for_event(bus, j.job_id, "job.completed", 5)
+    assert runs(env["runs"], j.job_id) == [1]
+    assert [e.type for e in evs].count("job.completed") == 1
+
+
+async def test_sigterm_past_grace_hands_job_back_never_lost(bus, env, nats_server):  # type: ignore[no-untyped-def]
+    w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=1.0, grace=0.5)
+    j = job(seconds=4.0)
+    await bus.submit(j)
+    deadline = time.monotonic() + 20
+    while not runs(env["runs"], j.job_id):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    assert "job.completed" not in {e.type for e in await events_of(bus, j.job_id)}
+    async with InProcessWorker(bus, env):
+        await wait_for_event(bus, j.job_id, "job.completed", 30)
+    assert runs(env["runs"], j.job_id) == [1, 2]
+
+
+async def test_nats_restart_mid_run_jobs_complete(nats_server, env):  # type: ignore[no-untyped-def]
+    bus = await connect(nats_server.url, name="test")
+    await bus.ensure_topology(sleep_registry(), ack_wait_s=2.0)
+    running = job(seconds=3.0)
+    queued = [job(seconds=0.2) for _ in range(3)]
+    try:
+        async with InProcessWorker(bus, env, concurrency=1, ack_wait_s=2.0):
+            await bus.submit(running)
+            for q in queued:
+                await bus.submit(q)
+            deadline = time.monotonic() + 20
+            while not runs(env["runs"], running.job_id):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(nats_server.restart)
+            for j in [running, *queued]:
+                await wait_for_event(bus, j.job_id, "job.completed", 60)
+        for j in [running, *queued]:
+            assert Counter(e.type for e in await events_of(bus, j.job_id))["job.completed"] == 1
+    finally:
+        await bus.close()
