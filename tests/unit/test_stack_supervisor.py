@@ -142,6 +142,7 @@ def test_stale_pid_files_are_cleaned(tmp_path: Path) -> None:
 def test_pid_reuse_is_detected_by_start_time(tmp_path: Path) -> None:
     proc = subprocess.Popen(["sleep", "1007"], start_new_session=True)
     try:
+        assert _wait_until(lambda: procs.cmdline(proc.pid) == ["sleep", "1007"])  # exec done
         procs.write_pid_file(tmp_path, "x", proc.pid)
         rec = procs.read_pid_file(tmp_path / "x.pid")
         assert rec is not None and rec.is_live_and_ours()
