@@ -108,6 +108,7 @@ def job_consumer_config(spec: JobSpec, priority: str, ack_wait_s: float) -> Cons
 async def ensure_streams(js: JetStreamContext) -> None:
     """Create or update the streams; safe to call from every process at start-up."""
     for cfg in stream_configs():
+        assert cfg.name is not None
         try:
             await js.stream_info(cfg.name)
         except NotFoundError:

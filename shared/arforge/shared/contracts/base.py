@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -102,8 +103,8 @@ class JobSpec:
 
     type: str
     description: str
-    params: type[BaseModel]
-    result: type[JobResult]
+    params: builtins.type[BaseModel]
+    result: builtins.type[JobResult]
     policy: RetryPolicy
     input_kinds: frozenset[str] = field(default_factory=frozenset)
     min_inputs: int = 0
