@@ -15,6 +15,7 @@ import email.utils
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -70,6 +71,17 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         when = when.replace(tzinfo=UTC)
     current = datetime.now(UTC).timestamp() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+@lru_cache(maxsize=4096)
+def _url_verdict(url: str, allow_private: bool) -> BlockedTarget | None:
+    """``check_url`` memoised (a URL's form does not change; names are still resolved and
+    checked on every connection by the guarded resolver)."""
+    try:
+        check_url(url, allow_private=allow_private)
+    except BlockedTarget as exc:
+        return exc
+    return None
 
 
 class DeliveryClient:
@@ -146,11 +158,10 @@ class DeliveryClient:
                 detail=detail[:500],
             )
 
-        try:
-            check_url(url, allow_private=self.allow_private)
-        except BlockedTarget as exc:
-            cls = "invalid_url" if exc.reason == "invalid_url" else "blocked_target"
-            return done(None, cls, detail=exc.message)
+        blocked = _url_verdict(url, self.allow_private)
+        if blocked is not None:
+            cls = "invalid_url" if blocked.reason == "invalid_url" else "blocked_target"
+            return done(None, cls, detail=blocked.message)
 
         send_headers = {
             "content-type": "application/json",

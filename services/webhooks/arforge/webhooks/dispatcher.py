@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +50,7 @@ DISABLED_EVENT = "webhook.subscription_disabled"
 # An event older than a subscription (minus this slack for clock skew) is not sent to it,
 # so a new subscription does not receive the stream's history.
 CREATED_SLACK = timedelta(seconds=60)
+READY_FACTOR = 2  # claimed-but-waiting messages per unit of concurrency
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -78,9 +80,14 @@ class Dispatcher:
             limit=settings.concurrency,
         )
         self._in_flight = 0
+        # claimed (ready or in flight) per subscription: at most per_endpoint_concurrency
         self._per_sub: dict[str, int] = defaultdict(int)
+        self._ready: deque[store.Claimed] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        # finished attempts waiting to be written in one statement by the writer task
+        self._results: list[tuple[store.Claimed, store.AttemptRecord, asyncio.Future[bool]]] = []
+        self._results_ready = asyncio.Event()
         self.sent = 0  # attempts made by this process (for logs and the benchmark)
 
     # --- events -> messages -----------------------------------------------------------
@@ -138,80 +145,136 @@ class Dispatcher:
         asyncio.get_running_loop().call_later(max(0.0, delay_s), self._wake.set)
 
     async def run_scheduler(self, stop: asyncio.Event) -> None:
-        """Claim and start due deliveries until ``stop`` is set."""
+        """Claim and start due deliveries until ``stop`` is set, then let the attempts in
+        flight finish (each bounded by the attempt timeout) and write their results."""
+        writer = asyncio.create_task(self._write_results())
+        try:
+            await self._schedule(stop)
+        finally:
+            unstarted, self._ready = list(self._ready), deque()
+            with contextlib.suppress(*_DB_ERRORS):
+                await store.release_claims(self.pool, unstarted)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=self.settings.attempt_timeout_s + 5)
+            for t in list(self._tasks):
+                t.cancel()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _schedule(self, stop: asyncio.Event) -> None:
         s = self.settings
+        # Claimed messages are started at once while slots are free and otherwise wait in
+        # a ready queue (at most READY_FACTOR * concurrency), so a slot freed by a finished
+        # attempt is refilled without a database round trip. A claim runs when at least a
+        # quarter of the concurrency is free, not for every finished attempt. A queued
+        # message waits at most READY_FACTOR attempt timeouts; the lease covers that.
+        room_max = (1 + READY_FACTOR) * s.concurrency
+        min_batch = max(1, min(s.concurrency // 4, 64))
         while not stop.is_set():
-            free = s.concurrency - self._in_flight
-            started = 0
-            want = 0
-            if free > 0:
-                saturated = [
-                    sid for sid, n in self._per_sub.items() if n >= s.per_endpoint_concurrency
-                ]
-                want = min(free * 4, 1000)
+            room = room_max - self._in_flight - len(self._ready)
+            self._wake.clear()
+            if room >= min_batch or (room > 0 and not self._in_flight):
+                want = min(room, 1000)
                 try:
-                    cands = await store.due_candidates(self.pool, want, saturated)
-                    ids = self._pick(cands, free)
-                    claimed = await store.claim(self.pool, ids, s.lease_s)
+                    claimed = await store.claim_due(
+                        self.pool,
+                        limit=want,
+                        lease_s=s.lease_s,
+                        per_endpoint=s.per_endpoint_concurrency,
+                        busy=dict(self._per_sub),
+                    )
                 except _DB_ERRORS as exc:
                     log.warning("claiming deliveries failed", error=str(exc))
-                    claimed, cands = [], []
+                    claimed = []
                 for c in claimed:
-                    self._start(c)
-                started = len(claimed)
-                if len(cands) == want and started:
+                    self._per_sub[c.subscription_id] += 1
+                    self._ready.append(c)
+                self._start_ready()
+                if len(claimed) == want:
                     continue  # more may be due: claim again at once
-            self._wake.clear()
-            if started and free - started > 0:
-                continue
-            waiter = asyncio.ensure_future(self._wake.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait(
-                    {waiter, stopper},
-                    timeout=s.poll_interval_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                waiter.cancel()
-                stopper.cancel()
+            await self._sleep(stop, s.poll_interval_s)
 
-    def _pick(self, cands: list[tuple[str, str]], free: int) -> list[str]:
-        cap = self.settings.per_endpoint_concurrency
-        taken: dict[str, int] = defaultdict(int)
-        ids: list[str] = []
-        for mid, sid in cands:
-            if len(ids) >= free:
-                break
-            if self._per_sub.get(sid, 0) + taken[sid] >= cap:
-                continue
-            taken[sid] += 1
-            ids.append(mid)
-        return ids
+    async def _sleep(self, stop: asyncio.Event, timeout: float) -> None:
+        waiter = asyncio.ensure_future(self._wake.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait(
+                {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+            stopper.cancel()
 
-    def _start(self, c: store.Claimed) -> None:
-        self._in_flight += 1
-        self._per_sub[c.subscription_id] += 1
-        task = asyncio.create_task(self._deliver(c))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _write_results(self) -> None:
+        """Write finished attempts in batches (one statement per batch, see store)."""
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            while self._results:
+                batch, self._results = self._results[:500], self._results[500:]
+                try:
+                    applied = await store.record_attempts(
+                        self.pool, [(c, rec) for c, rec, _ in batch]
+                    )
+                except _DB_ERRORS as exc:
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for c, _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(c.id in applied)
+
+    async def _record(self, c: store.Claimed, rec: store.AttemptRecord) -> bool:
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._results.append((c, rec, fut))
+        self._results_ready.set()
+        return await fut
+
+    def _start_ready(self) -> None:
+        while self._ready and self._in_flight < self.settings.concurrency:
+            c = self._ready.popleft()
+            self._in_flight += 1
+            task = asyncio.create_task(self._deliver(c))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, c: store.Claimed) -> None:
-        try:
-            await self.deliver(c)
-        except Exception:
-            log.exception("delivery crashed; the lease will expire and it is retried", id=c.id)
-        finally:
+        released = False
+
+        def release() -> None:
+            # Frees the HTTP slot once the attempt is over; the message stays leased while
+            # its result is written, so no other claim can pick it up meanwhile.
+            nonlocal released
+            if released:
+                return
+            released = True
             self._in_flight -= 1
             n = self._per_sub[c.subscription_id] - 1
             if n <= 0:
                 self._per_sub.pop(c.subscription_id, None)
             else:
                 self._per_sub[c.subscription_id] = n
+            self._start_ready()
             self._wake.set()
 
-    async def deliver(self, c: store.Claimed) -> None:
-        """Make one attempt for a claimed message and record it."""
+        try:
+            await self.deliver(c, on_attempt_done=release)
+        except Exception:
+            log.exception("delivery crashed; the lease will expire and it is retried", id=c.id)
+        finally:
+            release()
+
+    async def deliver(
+        self, c: store.Claimed, on_attempt_done: Callable[[], None] | None = None
+    ) -> None:
+        """Make one attempt for a claimed message and record it.
+
+        ``on_attempt_done`` is called when the HTTP attempt is over, before recording.
+        """
         if not c.enabled:
             await store.finish_without_attempt(self.pool, c, "failed", "subscription_disabled")
             return
@@ -220,6 +283,8 @@ class Dispatcher:
         headers = webhook_headers(c.id, int(time.time()), c.body, c.secrets)
         outcome = await self.client.attempt(c.url, c.body, headers)
         self.sent += 1
+        if on_attempt_done is not None:
+            on_attempt_done()
         next_at: datetime | None = None
         if outcome.ok:
             status, last_error = "succeeded", None
@@ -247,7 +312,7 @@ class Dispatcher:
             next_attempt_at=next_at,
             last_error=last_error,
         )
-        if not await store.record_attempt(self.pool, c, rec):
+        if not await self._record(c, rec):
             log.warning("claim lost before the attempt was recorded", id=c.id, attempt=attempt)
             return
         if next_at is not None:
@@ -309,8 +374,8 @@ class Dispatcher:
 
     # --- lifecycle --------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Run the consumer (if a bus is set) and the scheduler until ``stop``; then wait
-        for in-flight attempts (each bounded by the attempt timeout) and close the client."""
+        """Run the consumer (if a bus is set) and the scheduler until ``stop``; in-flight
+        attempts finish (bounded by the attempt timeout) before the client closes."""
         loops = [asyncio.create_task(self.run_scheduler(stop))]
         if self.bus is not None:
             loops.append(
@@ -329,10 +394,6 @@ class Dispatcher:
             await asyncio.gather(*loops)
         finally:
             for t in loops:
-                t.cancel()
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=self.settings.attempt_timeout_s + 5)
-            for t in list(self._tasks):
                 t.cancel()
             with contextlib.suppress(Exception):
                 await self.client.close()

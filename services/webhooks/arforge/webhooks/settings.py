@@ -41,8 +41,10 @@ class WebhookSettings(BaseSettings):
 
     @property
     def lease_s(self) -> float:
-        """How long a claimed delivery stays invisible to other dispatchers."""
-        return self.attempt_timeout_s + 30.0
+        """How long a claimed delivery stays invisible to other dispatchers: a claimed
+        message may wait in the ready queue for a slot (at most two attempt timeouts, see
+        ``dispatcher.READY_FACTOR``), then runs its own attempt, plus time to record it."""
+        return 3 * self.attempt_timeout_s + 30.0
 
     def schedule(self) -> RetrySchedule:
         return RetrySchedule(

@@ -20,6 +20,7 @@ import secrets as _secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # 256-bit keys; the spec allows 24..64 bytes
@@ -59,6 +60,7 @@ def generate_secret(nbytes: int = SECRET_BYTES) -> str:
     return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(nbytes)).decode("ascii")
 
 
+@lru_cache(maxsize=4096)
 def secret_key(secret: str) -> bytes:
     """The HMAC key of a ``whsec_`` secret (the prefix is optional).
 

@@ -19,6 +19,7 @@ only) permits all of these except metadata, multicast and unspecified addresses.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
 _V4_COMPAT = ipaddress.ip_network("::/96")
+_SPACE = re.compile(r"\s")
 
 
 class BlockedTarget(Exception):
@@ -167,7 +169,7 @@ def check_url(url: str, *, allow_private: bool = False) -> str:
         raise BlockedTarget("invalid_url", "URL must not contain credentials")
     if port == 0:
         raise BlockedTarget("invalid_url", "URL port must not be 0")
-    if any(c.isspace() for c in url):
+    if _SPACE.search(url):
         raise BlockedTarget("invalid_url", "URL must not contain whitespace")
     addr = parse_host_address(host)
     if addr is not None:

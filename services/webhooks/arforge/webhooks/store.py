@@ -4,12 +4,12 @@ Tables (migration ``010_webhooks.sql``): ``webhook_subscriptions``, ``webhook_me
 (one per (event, subscription), idempotent on that pair), ``webhook_attempts``.
 
 Claiming uses a lease instead of holding row locks through the HTTP attempt:
-``SELECT ... FOR UPDATE SKIP LOCKED`` picks due rows that no other dispatcher is claiming,
-and the same statement pushes their ``next_attempt_at`` forward by the lease and bumps
-``claim_token``. Recording an attempt only succeeds with the token it was claimed with,
-so a dispatcher whose lease ran out (stalled, then woke) cannot overwrite a newer claim.
-A dispatcher that dies mid-attempt leaves the row to be claimed again when the lease ends
-(at-least-once; receivers deduplicate on ``webhook-id``).
+``SELECT ... FOR UPDATE SKIP LOCKED`` picks due, unleased rows that no other dispatcher is
+claiming, and the same statement sets their ``lease_until`` and bumps ``claim_token``
+(a HOT update: no indexed column changes). Recording an attempt only succeeds with the
+token it was claimed with, so a dispatcher whose lease ran out (stalled, then woke)
+cannot overwrite a newer claim. A dispatcher that dies mid-attempt leaves the row to be
+claimed again when the lease ends (at-least-once; receivers deduplicate on ``webhook-id``).
 """
 
 from __future__ import annotations
@@ -102,50 +102,72 @@ async def insert_messages(
     return len(rows)
 
 
-async def due_candidates(
-    pool: asyncpg.Pool, limit: int, exclude_subscriptions: Sequence[str]
-) -> list[tuple[str, str]]:
-    """Up to ``limit`` due ``(message_id, subscription_id)`` pairs, oldest due first,
-    skipping subscriptions in ``exclude_subscriptions`` (those already at capacity here)."""
-    rows = await pool.fetch(
-        "SELECT id, subscription_id FROM webhook_messages "
-        "WHERE status = 'pending' AND next_attempt_at <= now() "
-        "AND NOT (subscription_id = ANY($2::uuid[])) "
-        "ORDER BY next_attempt_at LIMIT $1",
-        limit,
-        list(exclude_subscriptions),
-    )
-    return [(r["id"], str(r["subscription_id"])) for r in rows]
+async def claim_due(
+    pool: asyncpg.Pool,
+    *,
+    limit: int,
+    lease_s: float,
+    per_endpoint: int,
+    busy: dict[str, int],
+    scan: int | None = None,
+) -> list[Claimed]:
+    """Claim up to ``limit`` due messages, oldest due first, in one statement.
 
-
-async def claim(pool: asyncpg.Pool, ids: Sequence[str], lease_s: float) -> list[Claimed]:
-    """Claim the given messages if still due and not being claimed by anyone else.
-
-    Rows locked by another dispatcher are skipped (SKIP LOCKED); rows another dispatcher
-    has already claimed are no longer due and so are not selected.
+    ``busy`` maps subscription id -> messages this dispatcher already holds for it; at most
+    ``per_endpoint`` are held per subscription, so a slow endpoint's backlog is skipped and
+    others' messages are claimed instead. ``scan`` bounds how many due rows are looked at
+    (default ``4 * limit``). Rows locked by another dispatcher's claim are skipped
+    (``FOR UPDATE SKIP LOCKED``); rows it already leased are not due. Each claimed row gets
+    ``lease_until = now() + lease_s`` and a new ``claim_token``.
     """
-    if not ids:
+    if limit <= 0:
         return []
+    full = [sid for sid, n in busy.items() if n >= per_endpoint]
+    part = [(sid, per_endpoint - n) for sid, n in busy.items() if 0 < n < per_endpoint]
     rows = await pool.fetch(
         """
-        WITH picked AS (
-            SELECT id FROM webhook_messages
-            WHERE id = ANY($1::text[]) AND status = 'pending' AND next_attempt_at <= now()
-            FOR UPDATE SKIP LOCKED
+        WITH cand AS (
+            SELECT id, subscription_id, next_attempt_at FROM webhook_messages
+            WHERE status = 'pending' AND next_attempt_at <= now()
+              AND (lease_until IS NULL OR lease_until < now())
+              AND NOT (subscription_id = ANY($3::uuid[]))
+            ORDER BY next_attempt_at
+            LIMIT $2
+        ), ranked AS (
+            SELECT c.id, c.next_attempt_at,
+                   row_number() OVER (PARTITION BY c.subscription_id
+                                      ORDER BY c.next_attempt_at) AS rn,
+                   coalesce(room.n, $6) AS room
+            FROM cand c
+            LEFT JOIN unnest($4::uuid[], $5::int[]) AS room(sid, n)
+                   ON room.sid = c.subscription_id
+        ), chosen AS (
+            SELECT id FROM ranked WHERE rn <= room ORDER BY next_attempt_at LIMIT $1
+        ), picked AS (
+            SELECT m.id FROM webhook_messages m JOIN chosen ON chosen.id = m.id
+            WHERE m.status = 'pending' AND m.next_attempt_at <= now()
+              AND (m.lease_until IS NULL OR m.lease_until < now())
+            FOR UPDATE OF m SKIP LOCKED
         )
         UPDATE webhook_messages m
-        SET next_attempt_at = now() + make_interval(secs => $2),
+        SET lease_until = now() + make_interval(secs => $7),
             claim_token = m.claim_token + 1
         FROM picked, webhook_subscriptions s
         WHERE m.id = picked.id AND s.id = m.subscription_id
         RETURNING m.id, m.subscription_id, m.tenant_id, m.event_type, m.body, m.attempts,
-                  m.max_attempts, m.claim_token, s.url, s.enabled, s.secret,
+                  m.max_attempts, m.claim_token, m.next_attempt_at, s.url, s.enabled, s.secret,
                   CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END
                       AS previous_secret
         """,
-        list(ids),
+        limit,
+        scan or 4 * limit,
+        full,
+        [sid for sid, _ in part],
+        [n for _, n in part],
+        per_endpoint,
         float(lease_s),
     )
+    rows = sorted(rows, key=lambda r: r["next_attempt_at"])
     out = []
     for r in rows:
         secrets = (r["secret"],) + ((r["previous_secret"],) if r["previous_secret"] else ())
@@ -183,50 +205,87 @@ class AttemptRecord:
     last_error: str | None
 
 
-async def record_attempt(pool: asyncpg.Pool, msg: Claimed, rec: AttemptRecord) -> bool:
-    """Store the attempt and move the message on, fenced by the claim token.
+async def record_attempts(
+    pool: asyncpg.Pool, batch: Sequence[tuple[Claimed, AttemptRecord]]
+) -> set[str]:
+    """Store finished attempts and move their messages on, in one statement.
 
-    On success the subscription's failure run is reset in the same statement.
-    Returns False when the claim was lost (another dispatcher owns the message now).
+    Each row is fenced by its claim token; returns the ids whose claim still held (a
+    missing id means another dispatcher owns that message now and nothing was written
+    for it). Subscriptions with a successful attempt get their failure run reset.
     """
-    row = await pool.fetchrow(
+    if not batch:
+        return set()
+    cols: list[list] = [[] for _ in range(12)]
+    for msg, rec in batch:
+        pending = rec.new_status == "pending"
+        for i, v in enumerate(
+            (
+                msg.id,
+                msg.claim_token,
+                rec.new_status,
+                rec.attempt,
+                rec.next_attempt_at if pending else None,
+                rec.status_code,
+                rec.last_error,
+                rec.started_at,
+                rec.error_class,
+                rec.latency_ms,
+                rec.excerpt,
+                rec.succeeded,
+            )
+        ):
+            cols[i].append(v)
+    rows = await pool.fetch(
         """
-        WITH upd AS (
-            UPDATE webhook_messages
-            SET status = $3, attempts = $4, next_attempt_at = $5, last_status_code = $6,
-                last_error = $7, updated_at = now()
-            WHERE id = $1 AND claim_token = $2
-            RETURNING id, subscription_id
+        WITH r AS (
+            SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[],
+                                 $5::timestamptz[], $6::int[], $7::text[], $8::timestamptz[],
+                                 $9::text[], $10::int[], $11::text[], $12::bool[])
+                AS r(id, token, status, attempt, next_at, status_code, last_error,
+                     started_at, error_class, latency_ms, excerpt, succeeded)
+        ), upd AS (
+            UPDATE webhook_messages m
+            SET status = r.status, attempts = r.attempt, next_attempt_at = r.next_at,
+                lease_until = NULL, last_status_code = r.status_code,
+                last_error = r.last_error, updated_at = now()
+            FROM r
+            WHERE m.id = r.id AND m.claim_token = r.token
+            RETURNING m.id, m.subscription_id
         ), ins AS (
             INSERT INTO webhook_attempts
                 (message_id, attempt, started_at, status_code, error_class, latency_ms,
                  response_excerpt, succeeded, next_retry_at)
-            SELECT id, $4, $8, $6, $9, $10, $11, $12, $5 FROM upd
+            SELECT r.id, r.attempt, r.started_at, r.status_code, r.error_class, r.latency_ms,
+                   r.excerpt, r.succeeded, r.next_at
+            FROM r JOIN upd ON upd.id = r.id
             RETURNING message_id
         ), reset AS (
             UPDATE webhook_subscriptions s
             SET consecutive_failures = 0, failing_since = NULL
-            FROM upd
-            WHERE $12 AND s.id = upd.subscription_id
+            FROM (SELECT DISTINCT upd.subscription_id FROM upd JOIN r ON r.id = upd.id
+                  WHERE r.succeeded) ok
+            WHERE s.id = ok.subscription_id
               AND (s.consecutive_failures <> 0 OR s.failing_since IS NOT NULL)
             RETURNING s.id
         )
-        SELECT (SELECT count(*) FROM ins) AS n
+        SELECT message_id FROM ins
         """,
-        msg.id,
-        msg.claim_token,
-        rec.new_status,
-        rec.attempt,
-        rec.next_attempt_at if rec.new_status == "pending" else None,
-        rec.status_code,
-        rec.last_error,
-        rec.started_at,
-        rec.error_class,
-        rec.latency_ms,
-        rec.excerpt,
-        rec.succeeded,
+        *cols,
     )
-    return bool(row and row["n"])
+    return {r["message_id"] for r in rows}
+
+
+async def release_claims(pool: asyncpg.Pool, claims: Sequence[Claimed]) -> None:
+    """Give claimed-but-unstarted messages back (lease cleared) so others can take them."""
+    if claims:
+        await pool.execute(
+            "UPDATE webhook_messages m SET lease_until = NULL FROM "
+            "unnest($1::text[], $2::bigint[]) AS c(id, token) "
+            "WHERE m.id = c.id AND m.claim_token = c.token",
+            [c.id for c in claims],
+            [c.claim_token for c in claims],
+        )
 
 
 async def finish_without_attempt(
@@ -234,8 +293,8 @@ async def finish_without_attempt(
 ) -> bool:
     """Close a claimed message without sending (e.g. its subscription is disabled)."""
     res = await pool.execute(
-        "UPDATE webhook_messages SET status = $3, next_attempt_at = NULL, last_error = $4, "
-        "updated_at = now() WHERE id = $1 AND claim_token = $2",
+        "UPDATE webhook_messages SET status = $3, next_attempt_at = NULL, lease_until = NULL, "
+        "last_error = $4, updated_at = now() WHERE id = $1 AND claim_token = $2",
         msg.id,
         msg.claim_token,
         status,
