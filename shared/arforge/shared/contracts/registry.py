@@ -177,7 +177,8 @@ class Registry:
             if o is not None:
                 o = o if isinstance(o, dict) else o.model_dump()
                 upd = {k: v for k, v in o.items() if v is not None}
-                spec = dataclasses.replace(spec, policy=spec.policy.model_copy(update=upd))
+                policy = RetryPolicy.model_validate({**spec.policy.model_dump(), **upd})
+                spec = dataclasses.replace(spec, policy=policy)
             specs.append(spec)
         return Registry(specs)
 
