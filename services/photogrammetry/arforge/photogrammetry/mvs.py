@@ -33,15 +33,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from arforge.shared.errors import JobFailed
+
 ProgressFn = Callable[[float, str], None]
 
 
-class MVSError(RuntimeError):
-    """Dense reconstruction cannot proceed; ``code`` is machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class MVSError(JobFailed):
+    """Dense reconstruction cannot proceed; ``code`` is machine-readable. A ``JobFailed``, so
+    the job ends with that code instead of being retried."""
 
 
 @dataclass
