@@ -86,8 +86,7 @@ async def bare(url: str, body: bytes, n: int, conc: int) -> tuple[float, list[fl
 
 
 async def dispatched(dsn: str, url: str, body: bytes, n: int, conc: int):
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
-    assert pool is not None
+    pool = await store.create_pool(dsn, max_size=10)
     try:
         tenant = await make_tenant(pool, "bench")
         sid, _ = await make_subscription(pool, tenant, url, ["*"])

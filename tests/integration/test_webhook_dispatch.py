@@ -19,6 +19,7 @@ from aiohttp import web
 
 from arforge.shared.bus import Bus, connect
 from arforge.shared.contracts.events import Event, job_event
+from arforge.webhooks import store
 from arforge.webhooks.receiver import Receiver
 from arforge.webhooks.signing import verify
 from arforge.webhooks.testing import (
@@ -35,8 +36,7 @@ async def pool(fresh_db: str) -> AsyncIterator[asyncpg.Pool]:
     from arforge.api.db import migrate
 
     await migrate(fresh_db)
-    p = await asyncpg.create_pool(fresh_db, min_size=1, max_size=10)
-    assert p is not None
+    p = await store.create_pool(fresh_db, max_size=10)
     yield p
     await p.close()
 

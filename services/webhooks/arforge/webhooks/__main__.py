@@ -11,7 +11,6 @@ import asyncio
 import signal
 import sys
 
-import asyncpg
 import structlog
 
 from arforge.shared.bus import connect
@@ -19,6 +18,7 @@ from arforge.shared.settings import get_settings
 
 from .dispatcher import Dispatcher
 from .settings import WebhookSettings
+from .store import create_pool
 
 log = structlog.get_logger("arforge.webhooks")
 
@@ -26,10 +26,7 @@ log = structlog.get_logger("arforge.webhooks")
 async def main() -> int:
     shared = get_settings()
     settings = WebhookSettings()
-    pool = await asyncpg.create_pool(
-        shared.database_url, min_size=1, max_size=settings.db_pool_size
-    )
-    assert pool is not None
+    pool = await create_pool(shared.database_url, max_size=settings.db_pool_size)
     try:
         if await pool.fetchval("SELECT to_regclass('webhook_messages')") is None:
             print(

@@ -80,9 +80,13 @@ class Dispatcher:
             limit=settings.concurrency,
         )
         self._in_flight = 0
-        # claimed (ready or in flight) per subscription: at most per_endpoint_concurrency
+        # Claimed messages (waiting or in flight) per subscription: at most
+        # (1 + READY_FACTOR) * per_endpoint_concurrency; in flight: per_endpoint_concurrency.
         self._per_sub: dict[str, int] = defaultdict(int)
-        self._ready: deque[store.Claimed] = deque()
+        self._running: dict[str, int] = defaultdict(int)
+        # waiting claimed messages per subscription, served round-robin
+        self._ready: dict[str, deque[store.Claimed]] = {}
+        self._n_ready = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         # finished attempts waiting to be written in one statement by the writer task
@@ -151,7 +155,8 @@ class Dispatcher:
         try:
             await self._schedule(stop)
         finally:
-            unstarted, self._ready = list(self._ready), deque()
+            unstarted = [c for q in self._ready.values() for c in q]
+            self._ready, self._n_ready = {}, 0
             with contextlib.suppress(*_DB_ERRORS):
                 await store.release_claims(self.pool, unstarted)
             if self._tasks:
@@ -167,14 +172,15 @@ class Dispatcher:
     async def _schedule(self, stop: asyncio.Event) -> None:
         s = self.settings
         # Claimed messages are started at once while slots are free and otherwise wait in
-        # a ready queue (at most READY_FACTOR * concurrency), so a slot freed by a finished
-        # attempt is refilled without a database round trip. A claim runs when at least a
-        # quarter of the concurrency is free, not for every finished attempt. A queued
-        # message waits at most READY_FACTOR attempt timeouts; the lease covers that.
+        # ready queues (at most READY_FACTOR * concurrency overall and READY_FACTOR *
+        # per_endpoint_concurrency per subscription), so a slot freed by a finished attempt
+        # is refilled without a database round trip. A claim runs when at least a quarter
+        # of the concurrency is free, not for every finished attempt. A waiting message
+        # waits about READY_FACTOR attempt timeouts at most; the lease covers that.
         room_max = (1 + READY_FACTOR) * s.concurrency
         min_batch = max(1, min(s.concurrency // 4, 64))
         while not stop.is_set():
-            room = room_max - self._in_flight - len(self._ready)
+            room = room_max - self._in_flight - self._n_ready
             self._wake.clear()
             if room >= min_batch or (room > 0 and not self._in_flight):
                 want = min(room, 1000)
@@ -183,7 +189,7 @@ class Dispatcher:
                         self.pool,
                         limit=want,
                         lease_s=s.lease_s,
-                        per_endpoint=s.per_endpoint_concurrency,
+                        per_endpoint=(1 + READY_FACTOR) * s.per_endpoint_concurrency,
                         busy=dict(self._per_sub),
                     )
                 except _DB_ERRORS as exc:
@@ -191,7 +197,8 @@ class Dispatcher:
                     claimed = []
                 for c in claimed:
                     self._per_sub[c.subscription_id] += 1
-                    self._ready.append(c)
+                    self._ready.setdefault(c.subscription_id, deque()).append(c)
+                self._n_ready += len(claimed)
                 self._start_ready()
                 if len(claimed) == want:
                     continue  # more may be due: claim again at once
@@ -235,12 +242,28 @@ class Dispatcher:
         return await fut
 
     def _start_ready(self) -> None:
-        while self._ready and self._in_flight < self.settings.concurrency:
-            c = self._ready.popleft()
-            self._in_flight += 1
-            task = asyncio.create_task(self._deliver(c))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        """Start waiting messages while global and per-endpoint slots are free,
+        taking one subscription at a time in turn (round-robin)."""
+        cap = self.settings.per_endpoint_concurrency
+        progress = True
+        while progress and self._n_ready and self._in_flight < self.settings.concurrency:
+            progress = False
+            for sid in list(self._ready):
+                if self._in_flight >= self.settings.concurrency:
+                    break
+                if self._running[sid] >= cap:
+                    continue
+                queue = self._ready.pop(sid)
+                c = queue.popleft()
+                if queue:
+                    self._ready[sid] = queue  # back of the line
+                self._n_ready -= 1
+                self._in_flight += 1
+                self._running[sid] += 1
+                task = asyncio.create_task(self._deliver(c))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                progress = True
 
     async def _deliver(self, c: store.Claimed) -> None:
         released = False
@@ -253,11 +276,13 @@ class Dispatcher:
                 return
             released = True
             self._in_flight -= 1
-            n = self._per_sub[c.subscription_id] - 1
-            if n <= 0:
-                self._per_sub.pop(c.subscription_id, None)
-            else:
-                self._per_sub[c.subscription_id] = n
+            sid = c.subscription_id
+            for counts in (self._per_sub, self._running):
+                n = counts[sid] - 1
+                if n <= 0:
+                    counts.pop(sid, None)
+                else:
+                    counts[sid] = n
             self._start_ready()
             self._wake.set()
 

@@ -21,6 +21,18 @@ from datetime import datetime
 import asyncpg
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """The dispatcher keeps no session state (no LISTEN, advisory locks, SET or cursors),
+    so a connection needs no reset query (one more round trip) when returned to the pool."""
+
+
+async def create_pool(dsn: str, *, max_size: int = 8) -> asyncpg.Pool:
+    """The dispatcher's asyncpg pool (bytea and text[] only, no jsonb codec needed)."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, reset=_no_reset)
+    assert pool is not None
+    return pool
+
+
 @dataclass(frozen=True)
 class NewMessage:
     id: str
