@@ -15,7 +15,7 @@ import logging
 import uuid
 from typing import Any
 
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from arforge.shared.contracts import JobMessage, JobStatus, job_event
 
@@ -112,3 +112,6 @@ async def _delete(bus: Any, stream: str, seq: int) -> None:
         await bus.js.delete_msg(stream, seq)
     except NotFoundError:
         pass
+    except APIError as e:  # 10057: already deleted (e.g. by a racing sweep or advisory)
+        if e.err_code != 10057:
+            raise

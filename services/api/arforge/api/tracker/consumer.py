@@ -16,12 +16,14 @@ from arforge.shared.settings import Settings
 from ..db import create_pool, migrate
 from .advisories import handle_max_deliveries
 from .store import record_event
+from .sweep import sweep_dead_jobs
 
 log = logging.getLogger("arforge.api.tracker")
 
 EVENTS_DURABLE = "tracker"
 ADVISORIES_DURABLE = "tracker-advisories"
 EVENTS_FILTER = "events.job.>"
+SWEEP_INTERVAL_S = 60.0
 
 
 async def handle_event_message(pool: Any, data: bytes) -> None:
@@ -80,6 +82,21 @@ async def run_tracker(settings: Settings, stop: asyncio.Event, *, ready: Any = N
                 )
             ),
         ]
+
+        async def sweep_loop() -> None:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), SWEEP_INTERVAL_S)
+                except TimeoutError:
+                    pass
+                if stop.is_set():
+                    return
+                try:
+                    await sweep_dead_jobs(bus, pool, list(registry))
+                except Exception:
+                    log.exception("dead-job sweep failed")
+
+        tasks.append(asyncio.create_task(sweep_loop()))
         if ready is not None:
             ready.set()
         await asyncio.gather(*tasks)
