@@ -2,17 +2,13 @@
 
 Inputs are small (14 photos at 1000 px, a few generated variants) to keep the suite fast on
 two cores. Inputs that can abort the process natively (cases S-01, S-06) run in a child
-process, as the worker runs them (``ctx.run_isolated``): the test process must survive and
-read a clear failure code.
+process group through ``arforge.shared.isolation.run_isolated``, as the worker runs them:
+the test process must survive and read a clear failure code.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +18,8 @@ import pytest
 from PIL import Image
 
 from arforge.photogrammetry.sfm import classify_native_abort, run_sfm
+from arforge.shared.errors import ChildCrashed, JobFailed
+from arforge.shared.isolation import run_isolated
 from tests.conftest import SHARED_DATA
 
 SKULL = SHARED_DATA / "skull" / "images"
@@ -118,7 +116,7 @@ def test_skull_progress_is_monotonic_and_ends_at_one(skull_run: tuple[Any, Any])
 
 # --- S-03: two unrelated captures in one job ----------------------------------------------
 @pytest.mark.skipif(not FOX.is_dir(), reason="fox data not mounted")
-def test_two_captures_keep_the_largest_model_and_warn(tmp_path: Path) -> None:
+async def test_two_captures_keep_the_largest_model_and_warn(tmp_path: Path) -> None:
     skull = [SKULL / n for n in UPPER_ORBIT[:10]]
     fox = sorted(FOX.glob("*.jpg"))[:5]  # five consecutive frames of the phone video
     images = _link(
@@ -126,7 +124,15 @@ def test_two_captures_keep_the_largest_model_and_warn(tmp_path: Path) -> None:
         skull + fox,
         [f"s_{p.name}" for p in skull] + [f"x_{p.name}" for p in fox],
     )
-    result = run_sfm(images, tmp_path / "work", max_image_size=800)
+    stages: list[str] = []
+    result = await run_isolated(  # in a child, as the worker runs it
+        run_sfm,
+        images,
+        tmp_path / "work",
+        max_image_size=800,
+        on_progress=lambda _f, s: stages.append(s),
+    )
+    assert stages[-1] == "done"
     assert result.total_images == 15
     assert result.registered_images == 10
     assert set(result.registered_names) == {f"s_{p.name}" for p in skull}
@@ -139,65 +145,45 @@ def test_two_captures_keep_the_largest_model_and_warn(tmp_path: Path) -> None:
 
 
 # --- isolated failures (S-01, S-06) -------------------------------------------------------
-_CHILD = """
-import json, sys
-from arforge.photogrammetry.sfm import run_sfm
-from arforge.shared.errors import JobFailed
-args = json.loads(sys.argv[1])
-try:
-    r = run_sfm(args["images"], args["work"], max_image_size=args["size"])
-    print(json.dumps({"ok": True, "registered": r.registered_images}))
-except JobFailed as e:
-    print(json.dumps({"ok": False, "code": e.code, "message": e.message, "details": e.details}))
-"""
+async def _run_isolated(images: Path, work: Path, size: int) -> JobFailed:
+    """Run ``run_sfm`` in a child process group as the worker does (``ctx.run_isolated``)
+    and return its failure; a native abort must map to the same clear failure."""
+    try:
+        result = await run_isolated(run_sfm, images, work, max_image_size=size)
+    except JobFailed as failure:
+        return failure
+    except ChildCrashed as crash:  # e.g. SIGABRT from a glog check inside COLMAP
+        failure = classify_native_abort(crash.stderr_tail)
+        assert failure is not None, f"unclassified native crash: {crash}"
+        return failure
+    raise AssertionError(f"expected a failure, got {result.registered_images} registered")
 
 
-def _run_isolated(images: Path, work: Path, size: int) -> dict[str, Any]:
-    """Run ``run_sfm`` in a child process; a native abort becomes its classified failure."""
-    arg = json.dumps({"images": str(images), "work": str(work), "size": size})
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, arg],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    if proc.returncode < 0:  # killed by a signal, e.g. SIGABRT from a glog check
-        failure = classify_native_abort(proc.stderr[-4000:])
-        assert failure is not None, f"unclassified {signal.Signals(-proc.returncode).name}"
-        return {"ok": False, "code": failure.code, "details": failure.details, "native": True}
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def test_three_copies_of_one_photo_fail_clearly_in_a_child(tmp_path: Path) -> None:
+async def test_three_copies_of_one_photo_fail_clearly_in_a_child(tmp_path: Path) -> None:
     src = SKULL / "56.jpg"
     images = _link(tmp_path / "images", [src] * 3, ["a.jpg", "b.jpg", "c.jpg"])
-    out = _run_isolated(images, tmp_path / "work", 800)
-    assert out["ok"] is False
-    assert out["code"] == "sfm_insufficient_registration"
-    if not out.get("native"):
-        assert out["details"]["total_images"] == 3
-        assert out["details"]["match_graph"]["distinct_views"] == 1
-        assert "distinct view" in out["message"]
-    assert os.getpid() > 0  # this (parent) process is still running its tests
+    failure = await _run_isolated(images, tmp_path / "work", 800)
+    assert failure.code == "sfm_insufficient_registration"
+    if "native_message" not in failure.details:
+        assert failure.details["total_images"] == 3
+        assert failure.details["match_graph"]["distinct_views"] == 1
+        assert "1 distinct view" in failure.message
 
 
-def test_two_far_apart_photos_fail_clearly_in_a_child(tmp_path: Path) -> None:
+async def test_two_far_apart_photos_fail_clearly_in_a_child(tmp_path: Path) -> None:
     # front and back of the skull: nothing in common
     images = _link(tmp_path / "images", [SKULL / "53.jpg", SKULL / "60.jpg"])
-    out = _run_isolated(images, tmp_path / "work", 800)
-    assert out["ok"] is False
-    assert out["code"] == "sfm_insufficient_registration"
-    if not out.get("native"):
-        assert out["details"]["total_images"] == 2
-        assert out["details"]["registered_images"] == 0
+    failure = await _run_isolated(images, tmp_path / "work", 800)
+    assert failure.code == "sfm_insufficient_registration"
+    if "native_message" not in failure.details:
+        assert failure.details["total_images"] == 2
+        assert failure.details["registered_images"] == 0
     report = json.loads((tmp_path / "work" / "sfm_report.json").read_text())
     assert report["status"] == "failed"
     assert report["code"] == "sfm_insufficient_registration"
 
 
-def test_sliding_crops_of_one_photo_fail_as_degenerate_motion(tmp_path: Path) -> None:
+async def test_sliding_crops_of_one_photo_fail_as_degenerate_motion(tmp_path: Path) -> None:
     photo = Image.open(SKULL / "56.jpg").convert("RGB")
     w, h = photo.size
     cw, ch = int(w * 0.6), int(h * 0.8)
@@ -206,11 +192,10 @@ def test_sliding_crops_of_one_photo_fail_as_degenerate_motion(tmp_path: Path) ->
     for i in range(6):  # a camera panning across one view: no parallax at all
         x = (w - cw) * i // 5
         photo.crop((x, (h - ch) // 2, x + cw, (h - ch) // 2 + ch)).save(images / f"p{i}.png")
-    out = _run_isolated(images, tmp_path / "work", 800)
-    assert out["ok"] is False
-    assert out["code"] == "degenerate_motion"
-    assert "walk around the object" in out["message"].lower()
-    graph = out["details"]["match_graph"]
+    failure = await _run_isolated(images, tmp_path / "work", 800)
+    assert failure.code == "degenerate_motion"
+    assert "walk around the object" in failure.message.lower()
+    graph = failure.details["match_graph"]
     assert graph["verified_pairs"] >= 5
     assert graph["general_pairs"] == 0
     # fast: rejected from the match graph, before incremental mapping started
