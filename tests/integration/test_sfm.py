@@ -153,9 +153,9 @@ async def _run_isolated(images: Path, work: Path, size: int) -> JobFailed:
     except JobFailed as failure:
         return failure
     except ChildCrashed as crash:  # e.g. SIGABRT from a glog check inside COLMAP
-        failure = classify_native_abort(crash.stderr_tail)
-        assert failure is not None, f"unclassified native crash: {crash}"
-        return failure
+        classified = classify_native_abort(crash.stderr_tail)
+        assert classified is not None, f"unclassified native crash: {crash}"
+        return classified
     raise AssertionError(f"expected a failure, got {result.registered_images} registered")
 
 
