@@ -38,6 +38,7 @@ class Receiver:
     host: str = "127.0.0.1"
     port: int = 0
     handlers: dict[str, Handler] = field(default_factory=dict)
+    default: Handler | None = None  # for paths without a handler (None: 200 "ok")
     received: list[Received] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _changed: asyncio.Condition | None = None
@@ -63,7 +64,7 @@ class Receiver:
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
-        handler = self.handlers.get(request.path)
+        handler = self.handlers.get(request.path, self.default)
         if handler is None:
             return web.Response(text="ok")
         return await handler(request, rec)
@@ -124,23 +125,13 @@ async def _serve(port: int, secret: str | None) -> None:
         print(f"{rec.headers.get('webhook-id')} {status}\n  {rec.body.decode(errors='replace')}")
         return web.Response(text="ok")
 
-    recv = Receiver(port=port)
-    recv.handlers = _CatchAll(show)  # type: ignore[assignment]
+    recv = Receiver(port=port, default=show)
     await recv.start()
     print(f"listening on {recv.url}/ (Ctrl-C to stop)")
     try:
         await asyncio.Event().wait()
     finally:
         await recv.stop()
-
-
-class _CatchAll(dict):  # type: ignore[type-arg]
-    def __init__(self, handler: Handler) -> None:
-        super().__init__()
-        self._h = handler
-
-    def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
-        return self._h
 
 
 def main() -> None:
