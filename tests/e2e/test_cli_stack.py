@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,3 +194,42 @@ def test_second_up_on_the_same_data_dir_is_refused(up: Up, pg_url: str) -> None:
     assert "already running" in r.stderr
     assert httpx.get(f"{up.api_url}/readyz", timeout=5).status_code == 200
     stop(up)
+
+
+@pytest.mark.slow
+def test_demo_reconstructs_the_bundled_sample_and_stops_cleanly(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # What `make demo` runs, at draft quality to keep the suite short: start the stack,
+    # upload the skull walk-around, follow the job, download its artifacts, stop.
+    argv = [*ARFORGE, "demo", "--data-dir", str(tmp_path / "data"), "--param", "quality=draft",
+            "--api-port", str(free_port()), "--nats-port", str(free_port())]  # fmt: skip
+    log = tmp_path / "demo.log"
+    seen: set[int] = set()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=tmp_path, env=_env(pg_url),
+        )  # fmt: skip
+        deadline = time.monotonic() + 1500
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            for f in (tmp_path / "data" / "run").glob("*.pid"):
+                rec = procs.read_pid_file(f)
+                if rec is not None and rec.name != "supervisor":
+                    seen.add(rec.pid)
+                    seen.update(p.pid for p in procs.members(rec.pid))
+            time.sleep(0.5)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "workers   photogrammetry" in text
+    assert len(seen) >= 5, seen  # nats, api, tracker, webhooks, photogrammetry (+ children)
+    assert [p for p in seen if procs.alive(p)] == [], "processes left after the demo"
+    (job_dir,) = list((tmp_path / "arforge-output").iterdir())
+    assert f"job {job_dir.name} completed" in text
+    glb = job_dir / "model.glb"
+    assert str(glb.relative_to(tmp_path)) in text
+    assert glb.read_bytes()[:4] == b"glTF"
+    assert zipfile.is_zipfile(job_dir / "model.usdz")
+    report = json.loads((job_dir / "report.json").read_text())
+    assert report["sfm"]["registered_images"] >= 3
