@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from arforge.cli.stack import procs
-from tests.conftest import SHARED_DATA, free_port
+from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.e2e
 ARFORGE = [sys.executable, "-m", "arforge.cli.main"]
@@ -132,9 +132,9 @@ def test_up_keys_jobs_submit_cancel_and_clean_shutdown(up: Up) -> None:
     assert r.returncode == 0, r.stderr
     assert "no jobs" in r.stdout
 
-    # Upload a real photo and submit; the job is visible to its tenant only.
-    photo = SHARED_DATA / "skull" / "images" / "35.jpg"
-    r = cli(up, "submit", "photogrammetry", "--input", str(photo), "--param", "max_frames=40",
+    # Upload the bundled capture and submit; the job is visible to its tenant only.
+    video = REPO / "samples" / "skull" / "skull-walkaround.mp4"
+    r = cli(up, "submit", "photogrammetry", "--input", str(video), "--param", "max_frames=40",
             "--priority", "low", key=key)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     job_id = r.stdout.split("job ", 1)[1].split()[0]
