@@ -58,5 +58,16 @@ if [ "$s" != ok ]; then
   exit 1
 fi
 export ARFORGE_TEST_PG_URL=$PG_URL
+
+# The Khronos glTF validator (npm package) for the GLB validity test, when npm is present.
+TOOLS=.arforge/tools
+if command -v npm >/dev/null 2>&1; then
+  if [ ! -d "$TOOLS/node_modules/gltf-validator" ]; then
+    mkdir -p "$TOOLS"
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS" gltf-validator@2.0.0-dev.3.10 >/dev/null 2>&1 ||
+      echo "test-services: npm install gltf-validator failed; the validator test will skip"
+  fi
+  export NODE_PATH="$PWD/$TOOLS/node_modules${NODE_PATH:+:$NODE_PATH}"
+fi
 echo "test-services: PostgreSQL ok ($PG_URL); running pytest"
 exec "$PYTHON" -m pytest "$@"
