@@ -114,6 +114,15 @@ def test_skull_progress_is_monotonic_and_ends_at_one(skull_run: tuple[Any, Any])
     ]
 
 
+def test_global_mapper_registers_the_orbit_too(tmp_path: Path) -> None:
+    images = _link(tmp_path / "images", [SKULL / n for n in UPPER_ORBIT])
+    result = run_sfm(images, tmp_path / "work", mapper="global", max_image_size=800)
+    assert result.registered_images == 14
+    assert result.mean_reprojection_error_px < 1.0
+    assert result.points3d > 200
+    assert pycolmap.Reconstruction(str(result.model_dir)).num_reg_images() == 14
+
+
 # --- S-03: two unrelated captures in one job ----------------------------------------------
 @pytest.mark.skipif(not FOX.is_dir(), reason="fox data not mounted")
 async def test_two_captures_keep_the_largest_model_and_warn(tmp_path: Path) -> None:
