@@ -105,7 +105,7 @@ def run_sfm(
     max_num_matches: int = 32768,
     guided_matching: bool = False,
     mapper: MapperName = "incremental",
-    refine_below_ratio: float = 0.9,
+    refine_below_ratio: float = 1.0,
     min_registered_images: int = 3,
     min_registered_ratio: float = 0.5,
     split_warning_ratio: float = 0.9,
@@ -135,8 +135,9 @@ def run_sfm(
 
     Mapping: ``incremental`` (COLMAP's incremental pipeline) or ``global`` (GLOMAP's global
     pipeline in pycolmap). When the largest model holds fewer than ``refine_below_ratio``
-    of the images, a second incremental pass continues from it with relaxed
-    absolute-pose thresholds to register the rest.
+    of the images (default: whenever an image is left out), a second incremental pass
+    continues from it with relaxed absolute-pose thresholds to register the rest (on
+    ``skull/all66`` it adds one photo, 64 -> 65 of 66, in about 2 s).
 
     Errors (``arforge.shared.errors.JobFailed``): ``too_few_images`` (fewer than
     ``min_registered_images`` readable images), ``sfm_insufficient_registration``
