@@ -172,11 +172,15 @@ class Bus:
         batch: int = 32,
         ack_wait_s: float = 30.0,
         nak_delay_s: float = 1.0,
+        batch_handler: Callable[[list[Msg]], Awaitable[None]] | None = None,
     ) -> None:
         """Run a durable pull-consumer loop until ``stop`` is set.
 
         Messages are handled in order; a handler that returns acks, one that raises naks
-        with ``nak_delay_s``. Used by the tracker and the webhook dispatcher; several
+        with ``nak_delay_s``. With ``batch_handler``, each fetched batch is first given to
+        it whole (e.g. to write it in one transaction) and acked together; if it raises,
+        the batch is handled message by message instead, so one poison message cannot
+        hold back the rest. Used by the tracker and the webhook dispatcher; several
         processes may share one durable.
         """
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -198,6 +202,15 @@ class Bus:
                     continue
                 except nats.errors.ConnectionClosedError:
                     return
+                if batch_handler is not None:
+                    try:
+                        await batch_handler(msgs)
+                    except Exception:
+                        log.exception("batch handler failed; per message", durable=durable)
+                    else:
+                        for msg in msgs:
+                            await msg.ack()
+                        continue
                 for msg in msgs:
                     try:
                         await handler(msg)

@@ -38,11 +38,17 @@ class JobContext:
         self.job = job
         self.spec = spec
         self.attempt = attempt
-        self.workdir = workdir
+        self._workdir = workdir
         self.store = store
         self.log = structlog.get_logger("arforge.job")
         self._sink = progress_sink
         self.started = time.monotonic()
+
+    @property
+    def workdir(self) -> Path:
+        """This attempt's private directory, created on first use."""
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        return self._workdir
 
     @property
     def job_id(self) -> str:

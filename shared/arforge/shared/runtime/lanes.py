@@ -11,6 +11,7 @@ keep arriving.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from ..contracts import PRIORITIES
@@ -23,6 +24,7 @@ class Lane:
     rank: int  # 0 = high
     may_have_work: bool = True
     skipped: int = 0
+    notified_at: float = 0.0  # monotonic time of the last publish notification
 
     @property
     def key(self) -> tuple[str, str]:
@@ -77,6 +79,7 @@ class LaneScheduler:
         ln = self.lane(job_type, priority)
         if ln is not None:
             ln.may_have_work = True
+            ln.notified_at = time.monotonic()
 
     def mark_all(self) -> None:
         """Assume every lane may have work (periodic poll: delayed naks come due)."""

@@ -56,6 +56,8 @@ log = structlog.get_logger("arforge.worker")
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]
 PULL_TIMEOUT_S = 2.0
+FRESH_NOTIFY_S = 0.05
+FRESH_EXPIRES_NS = 50_000_000
 TERMINAL_EMIT_DEADLINE_S = 120.0
 
 
@@ -134,12 +136,19 @@ class Worker:
 
     # --- fetching ----------------------------------------------------------------
     async def _pull_one(self, lane: Lane) -> Msg | None:
-        """One ``no_wait`` pull request on ``lane``: a message, or None when empty."""
+        """One pull request for one message on ``lane``: the message, or None when empty.
+
+        Normally ``no_wait`` (the server answers at once). Right after a publish
+        notification the core message may arrive before JetStream has stored it, so the
+        request then waits up to ``FRESH_EXPIRES_NS`` for it instead of missing it.
+        """
         sub = self._inboxes[lane.key]
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{topo.JOBS}.{topo.consumer_name(*lane.key)}"
-        await self.bus.nc.publish(
-            subject, json.dumps({"batch": 1, "no_wait": True}).encode(), reply=sub.subject
-        )
+        if time.monotonic() - lane.notified_at < FRESH_NOTIFY_S:
+            req: dict[str, Any] = {"batch": 1, "expires": FRESH_EXPIRES_NS}
+        else:
+            req = {"batch": 1, "no_wait": True}
+        await self.bus.nc.publish(subject, json.dumps(req).encode(), reply=sub.subject)
         while True:
             try:
                 msg = await sub.next_msg(timeout=PULL_TIMEOUT_S)
@@ -269,7 +278,6 @@ class Worker:
         msg: Msg,  # type: ignore[type-arg]
     ) -> None:
         workdir = Path(self.settings.workdir) / f"{job.job_id}-{attempt}"
-        workdir.mkdir(parents=True, exist_ok=True)
         emitter = _ProgressEmitter(self.bus, jd, source, attempt, self.settings.progress_interval_s)
         ctx = JobContext(
             job=job,
@@ -324,7 +332,8 @@ class Worker:
         finally:
             self._running.pop(job.job_id, None)
             await emitter.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir.exists():
+                shutil.rmtree(workdir, ignore_errors=True)
         elapsed = time.monotonic() - t0
         await self._emit(
             job_event(
