@@ -26,7 +26,9 @@ load). Depth is the camera-frame z in SfM units; 0 means "no depth".
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -302,82 +304,229 @@ def depth_bounds(view: View, margin: float = 0.25) -> tuple[float, float] | None
 
 
 _OUTSIDE = -4.0  # warp border value; real intensities are in [0, 1]
+_FINE_RADIUS = 4  # fine hypotheses on each side of the coarse estimate, in fine steps
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
 
 
-def plane_sweep(
-    ref: View, sources: Sequence[View], near: float, far: float, params: MVSParams
-) -> DepthMap:
-    """Depth map of ``ref`` by fronto-parallel plane sweep over ``sources`` with ZNCC.
+def _half(gray: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half-resolution image (area interpolation) and its intrinsics."""
+    h, w = gray.shape
+    nw, nh = max(1, (w + 1) // 2), max(1, (h + 1) // 2)
+    small = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA)
+    K2 = K.copy()
+    K2[0, 0] *= nw / w
+    K2[1, 1] *= nh / h
+    K2[0, 2] = (K[0, 2] + 0.5) * nw / w - 0.5
+    K2[1, 2] = (K[1, 2] + 0.5) * nh / h - 0.5
+    return small, K2
 
-    All views must already be at matching resolution (see :meth:`View.scaled`). Returns depth
-    in SfM units (0 where no confident match) and the aggregated ZNCC score.
-    """
-    w, h = ref.size
-    k = params.patch
-    box = (k, k)
-    ref_g = _gray(ref.image)
-    mu_i = cv2.blur(ref_g, box)
-    var_i = cv2.blur(ref_g * ref_g, box) - mu_i * mu_i
-    np.maximum(var_i, 0, out=var_i)
-    textured = np.sqrt(var_i) > params.min_texture
-    inv_sd_i = 1.0 / np.sqrt(var_i + 1e-6)
 
-    D = params.num_planes
-    inv_depths = np.linspace(1.0 / near, 1.0 / far, D)
-    Kr_inv = np.linalg.inv(ref.K)
-    n = np.array([0.0, 0.0, 1.0])
-    grays = [_gray(s.image) for s in sources]
-    k_top = max(1, min(params.top_k, len(sources)))
-    volume = np.empty((D, h, w), np.float32)
-    scores = np.empty((len(sources), h, w), np.float32)
-    for di, inv_d in enumerate(inv_depths):
-        for si, (src, g) in enumerate(zip(sources, grays, strict=True)):
-            R_rel = src.R @ ref.R.T
-            t_rel = src.t - R_rel @ ref.t
-            H = src.K @ (R_rel + np.outer(t_rel, n) * inv_d) @ Kr_inv
-            warped = cv2.warpPerspective(
-                g,
-                H,
-                (w, h),
-                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_CONSTANT,
-                borderValue=_OUTSIDE,
-            )
-            # box filters use running sums, so NaN would leak; flag outside pixels instead
-            outside = cv2.blur((warped < 0).astype(np.float32), box) > 0
-            mu_w = cv2.blur(warped, box)
-            var_w = cv2.blur(warped * warped, box) - mu_w * mu_w
-            cov = cv2.blur(warped * ref_g, box) - mu_w * mu_i
-            ncc = cov * inv_sd_i / np.sqrt(np.maximum(var_w, 0) + 1e-6)
-            ncc[outside] = -1.0
-            scores[si] = ncc
-        if k_top == len(sources):
-            volume[di] = scores.mean(0)
-        else:
-            part = np.partition(scores, len(sources) - k_top, axis=0)[len(sources) - k_top :]
-            volume[di] = part.mean(0)
+class _Reference:
+    """The reference image's ZNCC statistics over ``patch`` x ``patch`` windows."""
 
+    def __init__(self, gray: np.ndarray, K: np.ndarray, patch: int) -> None:
+        self.gray, self.K, self.box = gray, K, (patch, patch)
+        self.kernel = np.ones(self.box, np.uint8)
+        mu = cv2.blur(gray, self.box)
+        var = np.maximum(cv2.blur(gray * gray, self.box) - mu * mu, 0)
+        self.mu = mu
+        self.sd = np.sqrt(var)
+        self.inv_sd = (1.0 / np.sqrt(var + 1e-6)).astype(np.float32)
+        h, w = gray.shape
+        self.grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+    def zncc(self, warped: np.ndarray) -> np.ndarray:
+        """ZNCC (h, w) float32 of ``warped`` against the reference; -1 where the window
+        reaches outside the source image (box filters are running sums, so a NaN border
+        would leak: outside pixels carry a negative value and a min filter flags them)."""
+        stack = cv2.merge([warped, warped * warped, warped * self.gray])
+        mu_w, e_ww, e_wr = cv2.split(cv2.blur(stack, self.box))
+        e_ww -= mu_w * mu_w
+        np.maximum(e_ww, 0, out=e_ww)
+        e_ww += 1e-6
+        np.sqrt(e_ww, out=e_ww)
+        e_wr -= mu_w * self.mu
+        e_wr *= self.inv_sd
+        e_wr /= e_ww
+        np.copyto(e_wr, np.float32(-1.0), where=cv2.erode(warped, self.kernel) < 0)
+        return e_wr
+
+
+class _Source:
+    """A source view's grey image and its geometry relative to the reference: a reference
+    pixel x with inverse depth rho maps to ``(A x + rho b)`` (homogeneous) in the source,
+    with ``A = K_s R_rel K_r^-1`` and ``b = K_s t_rel``."""
+
+    def __init__(self, gray: np.ndarray, K: np.ndarray, ref: View, src: View, Kr: np.ndarray):
+        self.gray = gray
+        R_rel = src.R @ ref.R.T
+        t_rel = src.t - R_rel @ ref.t
+        self.A = K @ R_rel @ np.linalg.inv(Kr)
+        self.b = K @ t_rel
+        self._ax: np.ndarray | None = None
+
+    def warp_plane(self, rho: float, size: tuple[int, int]) -> np.ndarray:
+        """Source image resampled on the reference grid through the fronto-parallel plane at
+        inverse depth ``rho`` (homography ``A + b n^T rho`` with n = (0, 0, 1))."""
+        H = self.A + np.outer(self.b, [0.0, 0.0, rho])
+        return cv2.warpPerspective(
+            self.gray,
+            H,
+            size,
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=_OUTSIDE,
+        )
+
+    def warp_depths(self, ref: _Reference, rho: np.ndarray) -> np.ndarray:
+        """Source image resampled on the reference grid with a per-pixel inverse depth
+        ``rho`` (h, w)."""
+        if self._ax is None:  # A x for every reference pixel, one plane per coordinate
+            u, v = ref.grid
+            A = self.A.astype(np.float32)
+            self._ax = [A[i, 0] * u + A[i, 1] * v + A[i, 2] for i in range(3)]
+        b = self.b.astype(np.float32)
+        z = rho * b[2]
+        z += self._ax[2]
+        behind = z <= 1e-9
+        np.maximum(z, 1e-9, out=z)
+        np.reciprocal(z, out=z)
+        mx = rho * b[0]
+        mx += self._ax[0]
+        mx *= z
+        my = rho * b[1]
+        my += self._ax[1]
+        my *= z
+        if behind.any():
+            mx[behind] = -1e4
+        return cv2.remap(
+            self.gray, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+            borderValue=_OUTSIDE,
+        )  # fmt: skip
+
+
+def _aggregate(scores: Sequence[np.ndarray], k_top: int) -> np.ndarray:
+    """Mean of the ``k_top`` best of the per-source scores, per pixel (an insertion network
+    keeps the k best; np.partition along a short axis is far slower)."""
+    if k_top >= len(scores):
+        out = scores[0].copy()
+        for s in scores[1:]:
+            out += s
+        return out / np.float32(len(scores))
+    top = [np.full_like(scores[0], -np.inf) for _ in range(k_top)]
+    for s in scores:
+        cur = s
+        for level in range(k_top):
+            hi = np.maximum(top[level], cur)
+            cur = np.minimum(top[level], cur)
+            top[level] = hi
+    out = top[0]
+    for t in top[1:]:
+        out += t
+    return out / np.float32(k_top)
+
+
+def _best_with_parabola(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Winner index (h, w), its score and the sub-sample offset in [-0.5, 0.5] from a
+    parabola through the scores of the winner and its two neighbours."""
+    D = volume.shape[0]
     best = np.argmax(volume, axis=0)
     score = np.take_along_axis(volume, best[None], 0)[0]
-    # parabola through (best-1, best, best+1) in inverse depth
-    b0 = np.clip(best - 1, 0, D - 1)
-    b2 = np.clip(best + 1, 0, D - 1)
-    s0 = np.take_along_axis(volume, b0[None], 0)[0]
-    s2 = np.take_along_axis(volume, b2[None], 0)[0]
+    s0 = np.take_along_axis(volume, np.clip(best - 1, 0, D - 1)[None], 0)[0]
+    s2 = np.take_along_axis(volume, np.clip(best + 1, 0, D - 1)[None], 0)[0]
     denom = s0 - 2 * score + s2
     with np.errstate(divide="ignore", invalid="ignore"):
         off = np.where(denom < -1e-6, 0.5 * (s0 - s2) / denom, 0.0)
-    off = np.clip(off, -0.5, 0.5)
-    step = inv_depths[1] - inv_depths[0] if D > 1 else 0.0
-    inv = inv_depths[best] + off * step
-    depth = (1.0 / inv).astype(np.float32)
-    ok = textured & (score >= params.min_score) & (best > 0) & (best < D - 1)
+    return best, score, np.clip(off, -0.5, 0.5).astype(np.float32)
+
+
+def plane_sweep(
+    ref: View, sources: Sequence[View], near: float, far: float, params: MVSParams
+) -> DepthMap:
+    """Depth map of ``ref`` by a coarse-to-fine plane sweep over ``sources`` with ZNCC.
+
+    1. Coarse: fronto-parallel planes (``num_planes / 2``, uniform in inverse depth between
+       ``near`` and ``far``) swept at half resolution; winner-take-all with a parabolic
+       refinement gives an inverse depth per pixel, median-filtered (5x5).
+    2. Fine: at full resolution, ``2 * 4 + 1`` hypotheses per pixel around the upsampled
+       coarse inverse depth, spaced at the step of a ``num_planes`` sweep; each source is
+       resampled per pixel (the hypotheses follow the coarse surface, not a fronto-parallel
+       plane), scored again, and the winner refined by a parabola.
+
+    The same scheme as hierarchical plane sweeps (Gallup et al. 2007; Yang & Pollefeys,
+    "Multi-resolution real-time stereo on commodity graphics hardware", CVPR 2003). Pixels
+    whose winner lies at the edge of the fine window or of the depth range, with a score
+    below ``min_score`` or in untextured windows get no depth. About 9 full-resolution
+    passes per source instead of ``num_planes``: 5-6 times less work than a full sweep, with
+    the same accuracy on the synthetic ground truth.
+
+    All views must already be at matching resolution (see :meth:`View.scaled`). Returns depth
+    in SfM units (0 where no confident match) and the aggregated ZNCC score, float32 (h, w).
+    """
+    w, h = ref.size
+    gray_r = _gray(ref.image)
+    grays = [_gray(s.image) for s in sources]
+    k_top = max(1, min(params.top_k, len(sources)))
+    lo_rho, hi_rho = 1.0 / far, 1.0 / near
+
+    # coarse level: half resolution, half the planes
+    gray_rc, K_rc = _half(gray_r, ref.K)
+    ref_c = _Reference(gray_rc, K_rc, params.patch)
+    src_c = []
+    for s, g in zip(sources, grays, strict=True):
+        gc, Kc = _half(g, s.K)
+        src_c.append(_Source(gc, Kc, ref, s, K_rc))
+    D_c = max(8, params.num_planes // 2)
+    rhos = np.linspace(hi_rho, lo_rho, D_c)
+    size_c = (gray_rc.shape[1], gray_rc.shape[0])
+    volume = np.empty((D_c, size_c[1], size_c[0]), np.float32)
+    for di, rho in enumerate(rhos):
+        volume[di] = _aggregate([ref_c.zncc(s.warp_plane(rho, size_c)) for s in src_c], k_top)
+    best_c, _, off_c = _best_with_parabola(volume)
+    del volume
+    step_c = rhos[1] - rhos[0]  # negative: rhos run from near to far
+    rho_c = (rhos[best_c] + off_c * step_c).astype(np.float32)
+    edge_c = (best_c == 0) | (best_c == D_c - 1)
+    rho_c = cv2.medianBlur(rho_c, 5)  # WTA noise makes a jagged surface to follow
+    rho_c = cv2.resize(rho_c, (w, h), interpolation=cv2.INTER_LINEAR)
+    edge = cv2.resize(edge_c.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+    # fine level: full resolution, per-pixel hypotheses around the coarse estimate
+    ref_f = _Reference(gray_r, ref.K, params.patch)
+    src_f = [_Source(g, s.K, ref, s, ref.K) for s, g in zip(sources, grays, strict=True)]
+    step = np.float32((hi_rho - lo_rho) / max(params.num_planes - 1, 1))
+    inv, score, interior = _fine_pass(ref_f, src_f, rho_c, step, k_top)
+    with np.errstate(divide="ignore"):
+        depth = (1.0 / inv).astype(np.float32)
+    ok = (
+        (ref_f.sd > params.min_texture)
+        & (score >= params.min_score)
+        & interior
+        & ~edge
+        & (inv > lo_rho + step)
+        & (inv < hi_rho - step)
+    )
     depth[~ok] = 0.0
     return DepthMap(depth=depth, confidence=score.astype(np.float32))
+
+
+def _fine_pass(
+    ref: _Reference, sources: Sequence[_Source], centre: np.ndarray, step: np.float32, k_top: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Score ``2 R + 1`` per-pixel inverse depths ``centre + k step`` (k = -R..R); returns
+    the parabola-refined inverse depth, its score and whether the winner is interior to the
+    window (a winner on the edge means the optimum lies outside)."""
+    R = _FINE_RADIUS
+    fine = np.empty((2 * R + 1, *centre.shape), np.float32)
+    for ki in range(2 * R + 1):
+        rho = centre + np.float32(ki - R) * step
+        fine[ki] = _aggregate([ref.zncc(s.warp_depths(ref, rho)) for s in sources], k_top)
+    best, score, off = _best_with_parabola(fine)
+    inv = centre + ((best - R).astype(np.float32) + off) * step
+    return inv, score, (best > 0) & (best < 2 * R)
 
 
 # --------------------------------------------------------------------------- consistency
@@ -438,26 +587,35 @@ def compute_depth_maps(
     views: Sequence[View],
     params: MVSParams | None = None,
     on_progress: ProgressFn | None = None,
+    workers: int | None = None,
 ) -> tuple[list[View], list[DepthMap]]:
     """Plane-sweep depth maps for every view, then the geometric consistency filter.
 
     Returns the views at matching resolution (long side ``params.max_side``) and their
-    filtered depth maps. Views without SfM points in front get an empty map.
+    filtered depth maps. Views without SfM points in front get an empty map. ``workers``:
+    threads sweeping views at once (default: the CPU count); OpenCV and NumPy release the
+    GIL in the per-pixel work, so threads use every core.
     """
     params = params or MVSParams()
     small = [v.scaled(params.max_side) for v in views]
     neighbors = select_neighbors(small, params)
-    raw: list[DepthMap] = []
-    for i, v in enumerate(small):
+
+    def sweep(i: int) -> DepthMap:
+        v = small[i]
         bounds = depth_bounds(v)
         srcs = [small[j] for j in neighbors[i]]
         if bounds is None or not srcs:
             z = np.zeros(v.image.shape[:2], np.float32)
-            raw.append(DepthMap(z, z.copy()))
-        else:
-            raw.append(plane_sweep(v, srcs, bounds[0], bounds[1], params))
-        if on_progress:
-            on_progress((i + 1) / (len(small) + 1), "depth_maps")
+            return DepthMap(z, z.copy())
+        return plane_sweep(v, srcs, bounds[0], bounds[1], params)
+
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(small)))
+    raw: list[DepthMap] = []
+    with ThreadPoolExecutor(n_workers) as pool:
+        for dm in pool.map(sweep, range(len(small))):
+            raw.append(dm)
+            if on_progress:
+                on_progress(len(raw) / (len(small) + 1), "depth_maps")
     filtered = geometric_filter(small, raw, neighbors, params.min_consistent)
     if on_progress:
         on_progress(1.0, "depth_maps")
