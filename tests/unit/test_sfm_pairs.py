@@ -109,3 +109,26 @@ def test_camera_groups_split_by_size_and_exif_camera(tmp_path: Path) -> None:
     assert names == ["a_1.jpg", "a_2.jpg", "b_9.jpg", "b_10.jpg"]
     groups = camera_groups(tmp_path, names)
     assert sorted(groups) == [["a_1.jpg", "a_2.jpg"], ["b_10.jpg"], ["b_9.jpg"]]
+
+
+def test_run_sfm_rejects_empty_input_spaced_names_and_missing_cuda(tmp_path: Path) -> None:
+    from arforge.photogrammetry.sfm import run_sfm
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(JobFailed) as err:
+        run_sfm(tmp_path / "empty", tmp_path / "work")
+    assert err.value.code == "too_few_images"
+    assert err.value.details["total_images"] == 0
+
+    spaced = tmp_path / "spaced"
+    spaced.mkdir()
+    for name in ("a 1.jpg", "a2.jpg", "a3.jpg"):
+        _photo(spaced / name, (64, 48), None)
+    with pytest.raises(ValueError, match="whitespace"):
+        run_sfm(spaced, tmp_path / "work")
+
+    if not pycolmap.has_cuda:  # S-08: a GPU-only request is refused before any work
+        with pytest.raises(JobFailed) as err:
+            run_sfm(spaced, tmp_path / "work2", device="cuda")
+        assert err.value.code == "gpu_unavailable"
+        assert not (tmp_path / "work2").exists()

@@ -118,7 +118,8 @@ def run_sfm(
 ) -> SfMResult:
     """Recover camera poses and a sparse 3D point cloud from the images in ``image_dir``.
 
-    Inputs: ``image_dir`` holds upright images (EXIF orientation already applied);
+    Inputs: ``image_dir`` holds upright images (EXIF orientation already applied) named
+    without whitespace (``ValueError`` otherwise), as the ingest writes them;
     ``work_dir`` receives ``database.db``, ``pairs/``, ``models/<i>`` (every model found),
     ``sparse/`` (the largest model, COLMAP binary) and ``sfm_report.json``.
 
@@ -163,6 +164,9 @@ def run_sfm(
             "the input has none.",
             {"total_images": 0, "required": min_registered_images},
         )
+    spaced = [n for n in names if any(c.isspace() for c in n)]
+    if spaced:  # COLMAP's match list is space-separated; the ingest writes 000001.jpg, ...
+        raise ValueError(f"image names must not contain whitespace: {spaced[:3]}")
     _reset_work_dir(work_dir)
     database = work_dir / "database.db"
     timings: dict[str, float] = {}
