@@ -51,6 +51,11 @@ def runs_dir() -> Path:
     return Path(os.environ["ARFORGE_TEST_RUNS_DIR"])
 
 
+def sleep_token(job_id: str) -> str:
+    """A sleep duration unique to the job, so tests can find exactly its processes."""
+    return f"300.{int(job_id.replace('-', '')[:8], 16) % 10**6:06d}"
+
+
 def _abort_now(on_progress) -> None:  # type: ignore[no-untyped-def]
     on_progress(0.5, "about to abort")
     os.abort()
@@ -70,7 +75,8 @@ async def handle_sleep(ctx: JobContext, params: SleepParams) -> JobResult:
         out.write_bytes(b"x" * 10)
         await ctx.put_artifact("partial.bin", out)
         (runs_dir() / f"{ctx.job_id}.tree").write_text("started")
-        await ctx.run_process(["sh", "-c", "sleep 300 & sleep 300 & wait"])
+        t = sleep_token(ctx.job_id)
+        await ctx.run_process(["sh", "-c", f"sleep {t} & sleep {t} & wait"])
     steps = max(int(params.seconds / 0.1), 1)
     for i in range(steps):
         await asyncio.sleep(params.seconds / steps)

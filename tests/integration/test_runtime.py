@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import itertools
 
-from runtime_support import handle_sleep, sleep_registry, spawn_worker
+from runtime_support import handle_sleep, sleep_registry, sleep_token, spawn_worker
 
 from arforge.shared.bus import DLQ, EVENTS, Bus, connect
 from arforge.shared.contracts import Event, JobMessage, Priority
@@ -247,13 +247,13 @@ async def test_cancel_running_job_kills_process_tree(bus, env):  # type: ignore[
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
-        assert _sleepers() >= 2
+        assert _sleepers(j.job_id) >= 2
         assert await LocalStore(env["store"]).head(f"jobs/{j.job_id}/partial.bin") is not None
         t0 = time.monotonic()
         await bus.request_cancel(j.job_id)
         evs = await wait_for_event(bus, j.job_id, "job.cancelled", 5)
         assert time.monotonic() - t0 < 5
-    assert _sleepers() == 0
+    assert _sleepers(j.job_id) == 0
     assert "job.completed" not in {e.type for e in evs}
     assert await LocalStore(env["store"]).head(f"jobs/{j.job_id}/partial.bin") is None
 
@@ -280,9 +280,15 @@ async def test_native_abort_is_a_failed_attempt_and_worker_lives(bus, env):  # t
     assert "SIGABRT" in retry.data["error"]["message"]
 
 
-def _sleepers() -> int:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return sum(1 for line in out.splitlines() if line.strip() == "sleep 300")
+def _sleepers(job_id: str) -> int:
+    """Live ``sleep`` processes the job's handler started (its unique duration)."""
+    out = subprocess.run(["ps", "-eo", "stat,args"], capture_output=True, text=True).stdout
+    want = f"sleep {sleep_token(job_id)}"
+    return sum(
+        1
+        for line in out.splitlines()
+        if line.split(None, 1)[-1].strip() == want and not line.startswith("Z")
+    )
 
 
 async def test_kill_9_mid_job_redelivers_and_completes_once(bus, env, nats_server):  # type: ignore[no-untyped-def]
