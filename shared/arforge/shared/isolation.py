@@ -91,11 +91,15 @@ async def run_isolated(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0)
     )
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+    fatal: deque[str] = deque(maxlen=3)  # glog FATAL / "Check failed" lines, kept apart
 
     async def pump_stderr() -> None:
         assert proc.stderr is not None
         async for line in proc.stderr:
-            tail.append(line.decode(errors="replace").rstrip())
+            text = line.decode(errors="replace").rstrip()
+            tail.append(text)
+            if _is_fatal_line(text):
+                fatal.append(text)
 
     stderr_task = asyncio.create_task(pump_stderr())
     outcome: tuple[str, Any] | None = None
@@ -130,7 +134,8 @@ async def run_isolated(
         if err["kind"] == "JobFailed":
             raise JobFailed(err["code"], err["message"], err.get("details"))
         raise Retry(f"{err['type']}: {err['message']}", code="compute_error")
-    stderr = " | ".join(list(tail)[-5:])
+    # The abort reason first (a stack trace after it would push it out of the tail).
+    stderr = " | ".join([*fatal, *[t for t in list(tail)[-5:] if t not in fatal]])
     if rc < 0:
         raise ChildCrashed(signal.Signals(-rc).name, stderr)
     raise ChildCrashed(f"exit status {rc}", stderr)
@@ -159,6 +164,15 @@ async def run_process(
     finally:
         kill_group(proc.pid)
     return int(proc.returncode or 0), out, err
+
+
+def _is_fatal_line(text: str) -> bool:
+    """glog's fatal lines start ``F<mmdd>`` (e.g. ``F20261129 ...`` or ``F1129 ...``)."""
+    return (
+        "Check failed" in text
+        or "FATAL" in text
+        or (len(text) > 5 and text[0] == "F" and text[1:5].isdigit())
+    )
 
 
 def _child_main(fd: int) -> None:
