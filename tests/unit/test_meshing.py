@@ -107,3 +107,51 @@ def test_orientation_puts_plus_y_up_and_the_base_on_the_ground() -> None:
         1, 3
     ]
     assert top_model > 0.9 * hi[1]
+
+
+def _cameras_facing(centres: np.ndarray) -> list[mvs.View]:
+    from arforge.photogrammetry.preview import look_at
+
+    K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
+    views = []
+    for c in centres:
+        R, t = look_at(c, np.zeros(3))
+        views.append(mvs.View(name="v", image=np.zeros((240, 320, 3), np.uint8), K=K, R=R, t=t))
+    return views
+
+
+def _head_on_wall(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A mounted-head stand-in: a blob (radius ~0.5) in front of a wall at z = -0.6."""
+    blob = synthetic.sample_surface(synthetic.blob_mesh(radius=0.5, resolution=30), 20000)
+    blob = blob[blob[:, 2] > -0.45]  # the back is hidden against the wall
+    wall = np.column_stack(
+        [rng.uniform(-2, 2, 30000), rng.uniform(-2, 2, 30000), rng.normal(-0.6, 0.004, 30000)]
+    )
+    return blob, wall
+
+
+def test_background_wall_is_found_and_cut_off() -> None:
+    rng = np.random.default_rng(0)
+    blob, wall = _head_on_wall(rng)
+    # cameras on an arc in front of the wall only (a walk-around of a mounted head)
+    az = np.radians(np.linspace(-70, 70, 12))
+    views = _cameras_facing(np.column_stack([4 * np.sin(az), 0.5 * np.ones(12), 4 * np.cos(az)]))
+    pts = np.concatenate([blob, wall])
+    (plane,) = fusion.background_planes(views, pts)
+    assert abs(plane.normal @ [0, 0, 1]) > 0.999 and plane.normal[2] > 0  # towards cameras
+    assert abs(plane.height(np.array([0.0, 0.0, -0.6]))) < 0.01
+    assert (plane.height(wall) > plane.cut).mean() < 0.01  # the wall goes
+    assert (plane.height(blob) > plane.cut).mean() > 0.95  # the head stays
+    region = fusion.object_region(views, pts)
+    assert region.planes and region.contains(blob).mean() > 0.9
+    assert region.contains(wall).mean() < 0.01
+
+
+def test_no_background_plane_without_one_or_with_cameras_all_around() -> None:
+    rng = np.random.default_rng(1)
+    blob, wall = _head_on_wall(rng)
+    az = np.radians(np.linspace(0, 360, 12, endpoint=False))
+    ring = _cameras_facing(np.column_stack([4 * np.sin(az), 0.5 * np.ones(12), 4 * np.cos(az)]))
+    assert fusion.background_planes(ring, blob) == []  # an object alone
+    # a "wall" the cameras walk behind is part of the object (a panel), not background
+    assert fusion.background_planes(ring, np.concatenate([blob, wall])) == []

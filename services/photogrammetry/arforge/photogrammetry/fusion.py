@@ -8,6 +8,11 @@ so the uniform volume is used on purpose.
 
 The volume covers only the object region: the fused points near the cameras' focus point
 (where the optical axes meet), so background depths (room, table far away) fall outside it.
+A background plane the object stands on or hangs from (a table, a floor, a wallpapered wall
+behind a mounted head) is touching the object, so the radius alone keeps it: such a plane is
+found by RANSAC (Fischler & Bolles, CACM 1981) among the points near the focus, accepted when
+it carries a large share of them with every camera on one side and object points in front,
+and then every depth on or behind it is dropped.
 """
 
 from __future__ import annotations
@@ -23,17 +28,104 @@ ProgressFn = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
+class Plane:
+    """A background plane: unit ``normal`` (3,) pointing towards the cameras, a ``point`` (3,)
+    on it, and ``cut``: points closer than this above it (world units) count as on it."""
+
+    normal: np.ndarray
+    point: np.ndarray
+    cut: float
+
+    def height(self, X: np.ndarray) -> np.ndarray:
+        """Signed distance (..., ) of points X (..., 3) above the plane (cameras' side > 0)."""
+        return (X - self.point) @ self.normal
+
+
+@dataclass(frozen=True)
 class Region:
     """Axis-aligned cube in world (SfM) units: ``origin`` (3,) lowest corner, ``size`` side;
-    ``focus`` (3,) the cameras' focus point; ``radius`` the object search radius around it."""
+    ``focus`` (3,) the cameras' focus point; ``radius`` the object search radius around it;
+    ``planes``: background planes whose side away from the cameras is excluded."""
 
     origin: np.ndarray
     size: float
     focus: np.ndarray
     radius: float
+    planes: tuple[Plane, ...] = ()
 
     def contains(self, X: np.ndarray) -> np.ndarray:
-        return np.all((self.origin <= X) & (self.origin + self.size >= X), axis=-1)
+        """Boolean mask (...,) of points X (..., 3) inside the cube and above every plane."""
+        inside = np.all((self.origin <= X) & (self.origin + self.size >= X), axis=-1)
+        for pl in self.planes:
+            inside &= pl.height(X) > pl.cut
+        return inside
+
+
+def background_planes(
+    views: Sequence[View],
+    points: np.ndarray,
+    *,
+    max_planes: int = 2,
+    min_share: float = 0.2,
+    min_front: float = 0.05,
+    tol: float = 0.01,
+    iterations: int = 400,
+    seed: int = 0,
+) -> list[Plane]:
+    """Large planes behind or under the object among ``points`` (N, 3), the dense points near
+    the focus (world units, in the search radius ``r``).
+
+    RANSAC with inlier distance ``tol * r``; a plane is accepted when its inliers are at least
+    ``min_share`` of ``points``, every camera centre lies on one side of it (at least ``0.1 r``
+    away: the cameras never went behind a wall or under a table) and at least ``min_front``
+    of the points lie in front of it (else the plane is the object itself, e.g. a flat face
+    photographed from one side). The plane is refitted to its inliers by least squares; its
+    ``cut`` is four robust standard deviations of the inlier residuals, at least ``tol r / 2``.
+    Up to ``max_planes`` planes (a floor and a wall), each on the points left by the others.
+    """
+    if len(points) < 100:
+        return []
+    focus = focus_point(views)
+    r = float(np.max(np.linalg.norm(points - focus, axis=1)))
+    centres = np.array([v.center for v in views])
+    rng = np.random.default_rng(seed)
+    total = len(points)
+    rest = points[rng.choice(total, min(total, 30_000), replace=False)]
+    total = len(rest)
+    planes: list[Plane] = []
+    for _ in range(max_planes):
+        if len(rest) < 100:
+            break
+        best_n, best_p, best_count = None, None, 0
+        for _ in range(iterations):
+            a, b, c = rest[rng.choice(len(rest), 3, replace=False)]
+            n = np.cross(b - a, c - a)
+            norm = np.linalg.norm(n)
+            if norm < 1e-12:
+                continue
+            n /= norm
+            count = int((np.abs((rest - a) @ n) < tol * r).sum())
+            if count > best_count:
+                best_n, best_p, best_count = n, a, count
+        if best_n is None or best_count < min_share * total:
+            break
+        inl = rest[np.abs((rest - best_p) @ best_n) < tol * r]
+        centre = inl.mean(0)
+        n = np.linalg.svd(inl - centre, full_matrices=False)[2][2]
+        side = (centres - centre) @ n
+        if np.all(side < 0):
+            n, side = -n, -side
+        if not np.all(side > 0.1 * r):
+            break
+        res = (inl - centre) @ n
+        sigma = 1.4826 * float(np.median(np.abs(res - np.median(res))))
+        plane = Plane(normal=n, point=centre, cut=max(4 * sigma, 0.5 * tol * r))
+        h = plane.height(rest)
+        if (h > plane.cut).sum() < min_front * total:
+            break
+        planes.append(plane)
+        rest = rest[h > plane.cut]
+    return planes
 
 
 def fused_points(
@@ -56,9 +148,15 @@ def fused_points(
     return P, C
 
 
-def object_region(views: Sequence[View], points: np.ndarray, radius_factor: float = 0.6) -> Region:
+def object_region(
+    views: Sequence[View],
+    points: np.ndarray,
+    radius_factor: float = 0.6,
+    remove_planes: bool = True,
+) -> Region:
     """The cube enclosing the fused points near the cameras' focus point (1st-99th percentile
-    per axis, padded by 20%).
+    per axis, padded by 20%), above any background plane (see :func:`background_planes`,
+    skipped when ``remove_planes`` is False).
 
     "Near" is within ``min(radius_factor * d, 1.5 * d * tan(half short-side field of view))``
     with ``d`` the median camera distance to the focus: a captured object is framed by the
@@ -74,6 +172,9 @@ def object_region(views: Sequence[View], points: np.ndarray, radius_factor: floa
     cam_dist = float(np.median(dists))
     radius = float(min(radius_factor * cam_dist, 1.5 * np.median(dists * half_fov)))
     near = points[np.linalg.norm(points - focus, axis=1) < radius] if len(points) else points
+    planes = background_planes(views, near) if remove_planes else []
+    for pl in planes:
+        near = near[pl.height(near) > pl.cut]
     if len(near) < 100:
         raise MVSError(
             "no_dense_points",
@@ -84,7 +185,7 @@ def object_region(views: Sequence[View], points: np.ndarray, radius_factor: floa
     hi = np.percentile(near, 99, axis=0)
     size = float((hi - lo).max()) * 1.2
     origin = (lo + hi) / 2 - size / 2
-    return Region(origin=origin, size=size, focus=focus, radius=radius)
+    return Region(origin=origin, size=size, focus=focus, radius=radius, planes=tuple(planes))
 
 
 def integrate_tsdf(

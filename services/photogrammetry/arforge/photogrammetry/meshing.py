@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from arforge.photogrammetry.mvs import View
+
+if TYPE_CHECKING:
+    from arforge.photogrammetry.fusion import Plane
 
 
 @dataclass
@@ -90,8 +94,15 @@ def _compact(mesh: Mesh, keep_faces: np.ndarray) -> Mesh:
     return Mesh(mesh.vertices[used], remap[faces], cols)
 
 
-def isolate_object(mesh: Mesh, focus: np.ndarray, radius: float, keep_ratio: float = 0.1) -> Mesh:
-    """Drop faces whose centroid is farther than ``radius`` from ``focus``, then keep the
+def isolate_object(
+    mesh: Mesh,
+    focus: np.ndarray,
+    radius: float,
+    keep_ratio: float = 0.1,
+    planes: Sequence[Plane] = (),
+) -> Mesh:
+    """Drop faces whose centroid is farther than ``radius`` from ``focus`` or on / behind a
+    background plane (``planes``, see :func:`fusion.background_planes`), then keep the
     largest connected component (by area) and components with >= ``keep_ratio`` of its area.
 
     Raises ValueError when nothing is left.
@@ -103,6 +114,8 @@ def isolate_object(mesh: Mesh, focus: np.ndarray, radius: float, keep_ratio: flo
     mesh = from_open3d(m)
     cent = mesh.vertices[mesh.faces].mean(1)
     near = np.linalg.norm(cent - focus, axis=1) <= radius
+    for pl in planes:
+        near &= pl.height(cent) > pl.cut
     if not near.any():
         raise ValueError("no surface near the cameras' focus point")
     mesh = _compact(mesh, near)

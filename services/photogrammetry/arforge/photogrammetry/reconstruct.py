@@ -117,7 +117,7 @@ def reconstruct_model(
 
     t = time.perf_counter()
     mesh = meshing.from_open3d(raw)
-    mesh = meshing.isolate_object(mesh, region.focus, region.radius)
+    mesh = meshing.isolate_object(mesh, region.focus, region.radius, planes=region.planes)
     diag = float(np.linalg.norm(np.ptp(mesh.vertices, axis=0)))
     mesh = meshing.fill_small_holes(mesh, 0.05 * diag)
     mesh = meshing.decimate(mesh, target_faces)
