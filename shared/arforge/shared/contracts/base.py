@@ -96,7 +96,7 @@ class JobMessage(BaseModel):
 class JobSpec:
     """Everything the platform knows about one job type.
 
-    ``params`` validates the submitted parameters (422 on error), ``result`` validates
+    ``implemented`` is False for types whose worker does not exist yet. ``params`` validates the submitted parameters (422 on error), ``result`` validates
     what the handler returns, ``input_kinds`` lists the accepted upload kinds and how
     many inputs a job takes.
     """
@@ -109,3 +109,6 @@ class JobSpec:
     input_kinds: frozenset[str] = field(default_factory=frozenset)
     min_inputs: int = 0
     max_inputs: int = 1
+    # False while no worker for the type exists in this version: the API refuses such jobs
+    # (422 job_type_unavailable) instead of queueing them forever.
+    implemented: bool = True

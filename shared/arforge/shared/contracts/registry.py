@@ -108,6 +108,7 @@ SEED_SPECS: tuple[JobSpec, ...] = (
     ),
     JobSpec(
         type="splatting",
+        implemented=False,
         description="Walk-around video -> 3D Gaussian splatting PLY",
         params=SplattingParams,
         result=SplattingResult,
@@ -118,6 +119,7 @@ SEED_SPECS: tuple[JobSpec, ...] = (
     ),
     JobSpec(
         type="ai-vision",
+        implemented=False,
         description="Image + prompt -> text (Ollama vision model)",
         params=VisionParams,
         result=VisionResult,
@@ -128,6 +130,7 @@ SEED_SPECS: tuple[JobSpec, ...] = (
     ),
     JobSpec(
         type="ai-generation",
+        implemented=False,
         description="Stable Diffusion txt2img / img2img / inpainting -> PNG",
         params=GenerationParams,
         result=GenerationResult,
@@ -138,6 +141,7 @@ SEED_SPECS: tuple[JobSpec, ...] = (
     ),
     JobSpec(
         type="mesh",
+        implemented=False,
         description="GLB / USDZ -> high, medium and low LODs",
         params=MeshParams,
         result=MeshResult,
