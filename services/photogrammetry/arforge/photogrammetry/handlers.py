@@ -56,6 +56,7 @@ async def handle_photogrammetry(
         artifacts=artifacts,
         sfm=SfMReport(**{k: sfm[k] for k in SfMReport.model_fields}),
         faces=report["model"]["faces"],
+        warnings=report.get("warnings", []),
     )
 
 

@@ -60,7 +60,8 @@ def run_pipeline(
     quality, max_features = QUALITY[params.get("quality", "standard")]
     max_size = int(params.get("max_image_size", 1200))
     timings: dict[str, float] = {}
-    report: dict[str, Any] = {"params": params}
+    warnings: list[str] = []
+    report: dict[str, Any] = {"params": params, "warnings": warnings}
 
     kinds = {k for _, k in inputs}
     is_video = bool(kinds & VIDEO_KINDS)
@@ -83,8 +84,14 @@ def run_pipeline(
             "duplicates": frames.duplicates,
             "rotation": frames.rotation,
             "mode": frames.mode,
+            "truncated": frames.truncated,
             "size": [frames.output_width, frames.output_height],
         }
+        if frames.truncated:
+            warnings.append(
+                f"the video is truncated (upload incomplete?): only {frames.decoded} frames "
+                "decoded before the break; the model uses those"
+            )
     else:
         photos = prepare_photos(
             [p for p, _ in inputs],
@@ -116,6 +123,7 @@ def run_pipeline(
         "matcher": sfm.matcher,
         "warnings": sfm.warnings,
     }
+    warnings.extend(sfm.warnings)
 
     t = time.perf_counter()
     model = reconstruct_model(

@@ -96,9 +96,10 @@ class JobMessage(BaseModel):
 class JobSpec:
     """Everything the platform knows about one job type.
 
-    ``implemented`` is False for types whose worker does not exist yet. ``params`` validates the submitted parameters (422 on error), ``result`` validates
+    ``params`` validates the submitted parameters (422 on error), ``result`` validates
     what the handler returns, ``input_kinds`` lists the accepted upload kinds and how
-    many inputs a job takes.
+    many inputs a job takes, ``implemented`` is False for types whose worker does not
+    exist yet.
     """
 
     type: str

@@ -41,6 +41,9 @@ class SfMReport(BaseModel):
 class PhotogrammetryResult(JobResult):
     sfm: SfMReport | None = None
     faces: int | None = None
+    warnings: list[str] = Field(
+        [], description="Things the user should know, e.g. a truncated video or a split model"
+    )
 
 
 # --- splatting --------------------------------------------------------------------
