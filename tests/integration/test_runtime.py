@@ -343,7 +343,10 @@ async def test_sigterm_past_grace_hands_job_back_never_lost(bus, env, nats_serve
         await asyncio.sleep(0.05)
     w.send_signal(signal.SIGTERM)
     assert w.wait(30) == 0
-    assert "job.completed" not in {e.type for e in await events_of(bus, j.job_id)}
+    evs = await events_of(bus, j.job_id)
+    assert "job.completed" not in {e.type for e in evs}
+    assert evs[-1].type == "job.retrying"
+    assert evs[-1].data["error"]["code"] == "worker_shutdown"
     async with InProcessWorker(bus, env):
         await wait_for_event(bus, j.job_id, "job.completed", 30)
     assert runs(env["runs"], j.job_id) == [1, 2]

@@ -309,6 +309,22 @@ class Worker:
             if running.stop_reason == "shutdown":
                 log.info("handing the job back at shutdown")
                 await msg.nak()
+                # Tell trackers the job is waiting again (not stuck at its last progress).
+                error = {
+                    "code": "worker_shutdown",
+                    "message": "the worker stopped; the job went back to the queue",
+                }
+                await self._emit(
+                    job_event(
+                        JobStatus.retrying,
+                        jd,
+                        source=source,
+                        attempt=attempt,
+                        error=error,
+                        delay_s=0.0,
+                    ),
+                    critical=False,
+                )
                 return
             raise
         except JobFailed as e:
