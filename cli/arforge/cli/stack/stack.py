@@ -79,6 +79,13 @@ class StackInfo:
     notes: list[str] = field(default_factory=list)
 
 
+def _host_port(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+
+
 def _port_free(host: str, port: int) -> bool:
     return not postgres.port_answers(host, port, timeout=0.3)
 
@@ -169,7 +176,10 @@ class Stack:
     def _postgres(self) -> tuple[str, str]:
         o = self.opts
         try:
-            plan = postgres.choose(o.database_url, lambda: postgres.probe(postgres.LOCAL_ADMIN_URL))
+            local_url = postgres.LOCAL_ADMIN_URL
+            plan = postgres.choose(
+                o.database_url, lambda: postgres.probe(local_url), local_url=local_url
+            )
         except postgres.PostgresUnavailable as e:
             raise StackError(f"PostgreSQL: {e}") from e
         for note in plan.notes:
@@ -179,16 +189,18 @@ class Stack:
             pr = postgres.probe(plan.admin_url)
             if not pr.usable:
                 raise StackError(f"PostgreSQL at ARFORGE_DATABASE_URL is not usable: {pr.error}")
-            self.say("PostgreSQL: using ARFORGE_DATABASE_URL")
-            return plan.admin_url, "ARFORGE_DATABASE_URL"
+            db = postgres.database_of(plan.admin_url) or "(the server's default)"
+            self.say(f"PostgreSQL: using ARFORGE_DATABASE_URL, database {db}")
+            return plan.admin_url, f"ARFORGE_DATABASE_URL, database {db}"
         if plan.kind == "local":
             assert plan.admin_url
-            url, created = postgres.ensure_database(plan.admin_url)
+            name = postgres.database_for(self.data_dir)
+            url, created = postgres.ensure_database(plan.admin_url, name)
             self.say(
-                "PostgreSQL: using the server on 127.0.0.1:5432, database "
-                f"{postgres.DB_NAME}{' (created)' if created else ''}"
+                f"PostgreSQL: using the server on {_host_port(plan.admin_url)}, database "
+                f"{name}{' (created)' if created else ''}, private to {self.data_dir}"
             )
-            return url, "the server on 127.0.0.1:5432"
+            return url, f"the server on {_host_port(plan.admin_url)}, database {name}"
         assert plan.bindir is not None
         if not _port_free("127.0.0.1", o.pg_port):
             raise StackError(
@@ -211,7 +223,10 @@ class Stack:
         self._wait("PostgreSQL", lambda: postgres.probe(admin, 2).usable, 60)
         url, _ = postgres.ensure_database(admin)
         self.say(f"PostgreSQL: ready on 127.0.0.1:{o.pg_port} (data in {cluster.pgdata})")
-        return url, f"a private cluster on 127.0.0.1:{o.pg_port} from {plan.source}"
+        return url, (
+            f"a private cluster on 127.0.0.1:{o.pg_port} from {plan.source}, "
+            f"database {postgres.database_of(url)}"
+        )
 
     def _migrate(self, database_url: str) -> None:
         try:
