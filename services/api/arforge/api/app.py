@@ -3,12 +3,14 @@
 ``create_app(settings)`` builds the app; its lifespan applies the SQL migrations, opens the
 asyncpg pool, makes the object store (``arforge.shared.storage.factory.make_store``),
 connects to NATS and ensures the JetStream topology, and puts them on ``app.state``
-(see :mod:`arforge.api.deps`). Routers: jobs, dead letters, health / metrics and, when that
+(see :mod:`arforge.api.deps`); it also runs the republisher (:mod:`arforge.api.outbox`)
+until shutdown. Routers: jobs, dead letters, health / metrics and, when that
 module is present, uploads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from fastapi import FastAPI
 from arforge.shared.contracts import Registry
 from arforge.shared.settings import Settings
 
+from . import outbox
 from .db import create_pool, migrate
 from .errors import install_error_handlers
 
@@ -53,10 +56,18 @@ def _make_store(settings: Settings) -> Any | None:
     return factory.make_store(settings)
 
 
-def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: Registry | None = None,
+    republish_every_s: float = outbox.DEFAULT_EVERY_S,
+    republish_after_s: float = outbox.DEFAULT_AFTER_S,
+) -> FastAPI:
     """The API app for ``settings`` (default: from the environment).
 
     ``registry`` defaults to the seed registry with ``settings.policies`` applied.
+    ``republish_every_s`` / ``republish_after_s``: how often the republisher
+    (:mod:`arforge.api.outbox`) runs and how old an unconfirmed queued run must be.
     """
     from arforge.shared.settings import get_settings
 
@@ -80,6 +91,19 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
             app.state.pool = pool
             app.state.store = store
             app.state.bus = bus
+            stop = asyncio.Event()
+            republisher = asyncio.create_task(
+                outbox.run_republisher(
+                    pool, bus, stop, every_s=republish_every_s, after_s=republish_after_s
+                ),
+                name="arforge-api-republisher",
+            )
+
+            async def _stop_republisher() -> None:
+                stop.set()
+                await republisher
+
+            stack.push_async_callback(_stop_republisher)
             yield
             app.state.pool = app.state.store = app.state.bus = None
 

@@ -1,12 +1,21 @@
-"""Turning a ``jobs`` row into a JetStream job message (and its ``job.queued`` event)."""
+"""Turning a ``jobs`` row into a JetStream job message (and its ``job.queued`` event).
+
+Submission follows the outbox pattern: the row is stored first (``queued``,
+``bus_published_at`` NULL), then published; :func:`publish_and_mark` stamps
+``bus_published_at`` on success. A failed or unconfirmed publish is never undone (the
+server may have stored the message anyway); :mod:`arforge.api.outbox` publishes such rows
+again, and ``Nats-Msg-Id`` = ``<job_id>:<run>`` makes the server drop a copy it already has.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from arforge.shared.contracts import InputRef, JobMessage, JobStatus, job_event
 
 SOURCE = "arforge.api"
+log = logging.getLogger("arforge.api.submit")
 
 
 def job_message(row: Any) -> JobMessage:
@@ -38,3 +47,24 @@ async def publish_run(bus: Any, row: Any) -> None:
     """Submit the row's run to JOBS, then emit ``job.queued`` (both deduplicated by id)."""
     await bus.submit(job_message(row))
     await bus.emit(job_event(JobStatus.queued, job_ref(row), source=SOURCE, attempt=0))
+
+
+async def publish_and_mark(conn: Any, bus: Any, row: Any) -> bool:
+    """Publish the row's run and stamp ``bus_published_at``; ``True`` on success.
+
+    A publish error (NATS down, timeout) is logged and returns ``False``: the row stays
+    queued and unstamped, and the republisher retries it. Never raises for bus errors.
+    """
+    from .db import jobs as q
+
+    try:
+        await publish_run(bus, row)
+    except Exception:
+        log.exception(
+            "publishing job %s run %s to NATS failed; the republisher will retry it",
+            row["id"],
+            row["run"],
+        )
+        return False
+    await q.mark_published(conn, row["id"], row["run"])
+    return True

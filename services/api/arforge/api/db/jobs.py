@@ -70,8 +70,36 @@ async def insert_job(
     )
 
 
-async def delete_job(conn: Any, job_id: str) -> None:
-    await conn.execute("DELETE FROM jobs WHERE id = $1", uuid.UUID(job_id))
+async def mark_published(conn: Any, job_id: Any, run: int) -> bool:
+    """Stamp ``bus_published_at`` on the job's run ``run`` (no-op if a newer run started).
+
+    Returns whether a row was stamped.
+    """
+    res = await conn.execute(
+        "UPDATE jobs SET bus_published_at = now()"
+        " WHERE id = $1 AND run = $2 AND bus_published_at IS NULL",
+        job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id)),
+        run,
+    )
+    return bool(res == "UPDATE 1")
+
+
+async def claim_unpublished(conn: Any, *, older_than_s: float, limit: int) -> list[Any]:
+    """Queued runs never confirmed on the bus, untouched for ``older_than_s`` seconds.
+
+    Must run inside a transaction: the rows are locked ``FOR UPDATE SKIP LOCKED`` so that
+    several API processes republishing at once never take the same row. Oldest first.
+    """
+    return list(
+        await conn.fetch(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'queued'"
+            " AND bus_published_at IS NULL"
+            " AND updated_at < now() - make_interval(secs => $1)"
+            " ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+            float(older_than_s),
+            limit,
+        )
+    )
 
 
 async def list_jobs(
@@ -138,7 +166,8 @@ async def start_new_run(conn: Any, job_id: Any) -> Any:
     row = await conn.fetchrow(
         "UPDATE jobs SET run = run + 1, status = 'queued', attempt = 0, progress = 0,"
         " progress_stage = NULL, result = NULL, error_code = NULL, error_message = NULL,"
-        " dead_lettered = false, started_at = NULL, finished_at = NULL, updated_at = now()"
+        " dead_lettered = false, started_at = NULL, finished_at = NULL, updated_at = now(),"
+        " bus_published_at = NULL"
         f" WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING {JOB_COLUMNS}",
         job_id,
     )

@@ -22,7 +22,7 @@ from ..errors import ApiError, error_responses, field_errors, not_found
 from ..models import Job, JobCreate, JobList, job_from_row
 from ..pagination import decode_cursor, encode_cursor
 from ..sse import job_event_stream
-from ..submit import SOURCE, job_ref, publish_run
+from ..submit import SOURCE, job_ref, publish_and_mark
 
 log = logging.getLogger("arforge.api.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -122,7 +122,9 @@ def _idempotent_replay(row: Any, digest: str, response: Response) -> Job:
     summary="Submit a job",
     description=(
         "Validates `params` against the job type's contract and `inputs` against its accepted "
-        "upload kinds and count, stores the job (status `queued`) and publishes it. With an "
+        "upload kinds and count, stores the job (status `queued`) and publishes it (if the "
+        "queue is briefly unavailable the job is still accepted and published again "
+        "shortly). With an "
         "`Idempotency-Key` header the same key and body return the same job (200); the same "
         "key with a different body is a 409 `idempotency_conflict`."
     ),
@@ -165,14 +167,9 @@ async def create_job(
         if row is None:  # a concurrent request with the same key won the insert
             existing = await q.get_by_idempotency_key(conn, tenant.id, idempotency_key or "")
             return _idempotent_replay(existing, digest, response)
-        try:
-            await publish_run(bus, row)
-        except Exception as exc:
-            log.exception("submit to NATS failed for job %s", job_id)
-            await q.delete_job(conn, job_id)
-            raise ApiError(
-                503, "bus_unavailable", "the job queue is unavailable; try again shortly"
-            ) from exc
+        # The row is the outbox entry: a failed publish is logged and left to the
+        # republisher; the job is stored and will run, so the answer is still 201.
+        await publish_and_mark(conn, bus, row)
     return job_from_row(row)
 
 
@@ -259,7 +256,8 @@ async def cancel_job(
 async def resubmit(conn: Any, bus: Any, job_id: Any) -> Any:
     """Start a new run of a failed / cancelled job and publish it; ``None`` if not allowed.
 
-    Clears the cancel request and removes the job's message from the DLQ.
+    Clears the cancel request and removes the job's message from the DLQ. A failed publish
+    is left to the republisher (:mod:`arforge.api.outbox`).
     """
     async with conn.transaction():
         row = await q.start_new_run(conn, job_id)
@@ -267,7 +265,7 @@ async def resubmit(conn: Any, bus: Any, job_id: Any) -> Any:
         return None
     await bus.clear_cancel(str(row["id"]))
     await bus.delete_dead_letter(str(row["id"]))
-    await publish_run(bus, row)
+    await publish_and_mark(conn, bus, row)
     return row
 
 
