@@ -185,6 +185,8 @@ def test_killed_supervisor_is_cleaned_up_at_next_start(tmp_path: Path, pg_url: s
 
 
 def test_second_up_on_the_same_data_dir_is_refused(up: Up, pg_url: str) -> None:
+    state = (up.data / "stack.json").read_bytes()
+    pids = sorted((p.name, p.read_bytes()) for p in (up.data / "run").glob("*.pid"))
     r = subprocess.run(
         [*ARFORGE, "up", "--data-dir", str(up.data), "--api-port", str(free_port()),
          "--nats-port", str(free_port())],
@@ -192,7 +194,13 @@ def test_second_up_on_the_same_data_dir_is_refused(up: Up, pg_url: str) -> None:
     )  # fmt: skip
     assert r.returncode == 1
     assert "already running" in r.stderr
+    assert "stopped" not in r.stdout + r.stderr
     assert httpx.get(f"{up.api_url}/readyz", timeout=5).status_code == 200
+    # Nothing of the running stack was touched: its state and pid files, its database.
+    assert (up.data / "stack.json").read_bytes() == state
+    assert sorted((p.name, p.read_bytes()) for p in (up.data / "run").glob("*.pid")) == pids
+    r = cli(up, "keys", "create", "--tenant", "after-refused-up")
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].startswith("afk_"), r.stderr
     stop(up)
 
 

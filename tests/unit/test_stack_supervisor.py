@@ -192,3 +192,39 @@ def test_children_of_a_killed_supervisor_are_cleaned(tmp_path: Path) -> None:
     assert f"deaf (pid {deaf.pid})" in killed
     assert _wait_until(lambda: _gone(deaf_tree))
     assert list((data / "run").glob("*.pid")) == []
+
+
+def test_a_refused_second_up_leaves_the_running_stack_untouched(tmp_path: Path) -> None:
+    """`arforge up` on a data dir whose supervisor is alive exits 1 and changes nothing."""
+    data = tmp_path / ".arforge"
+    run = data / "run"
+    # Stand-ins for a running stack: a live "supervisor" and a live child, with pid files.
+    sup = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(121)"])
+    try:
+        procs.write_pid_file(run, "supervisor", sup.pid)
+        procs.write_pid_file(run, "nats", child.pid)
+        (data / "stack.json").write_text('{"database_url": "postgresql://x@127.0.0.1/arforge_1"}')
+        (data / "api-key").write_text("afk_test\n")
+        (data / "api-url").write_text("http://127.0.0.1:1\n")
+        before = {p.relative_to(data): p.read_bytes() for p in data.rglob("*") if p.is_file()}
+
+        r = subprocess.run(
+            [sys.executable, "-m", "arforge.cli.main", "up", "--data-dir", str(data)],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if not k.startswith("ARFORGE_")},
+        )  # fmt: skip
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"already running from {data} (pid {sup.pid})" in r.stderr.replace("\n", "")
+        assert "stopped" not in r.stdout + r.stderr
+        after = {p.relative_to(data): p.read_bytes() for p in data.rglob("*") if p.is_file()}
+        assert after == before
+        assert sup.poll() is None and child.poll() is None
+        # The running stack's database is still found by `arforge keys create` & co.
+        from arforge.cli import config
+
+        assert config.database_url(str(data), None) == "postgresql://x@127.0.0.1/arforge_1"
+    finally:
+        for p in (sup, child):
+            p.kill()
+            p.wait()

@@ -101,11 +101,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, _patient)
+        claimed = stack.claimed
         stack.stop()
         for s, h in old.items():
             signal.signal(s, h)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        _say("stopped")
+        if claimed:
+            _say("stopped")
     return rc
 
 
@@ -196,7 +198,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rc = 1
         signal.signal(signal.SIGINT, _patient)
         signal.signal(signal.SIGTERM, _patient)
-        _say("stopping the stack")
+        if stack.claimed:
+            _say("stopping the stack")
         stack.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, old)

@@ -99,6 +99,7 @@ class Stack:
         self.data_dir = options.data_dir.resolve()
         self.sup = Supervisor(self.data_dir, say)
         self.info: StackInfo | None = None
+        self.claimed = False  # this process owns the data dir (its supervisor.pid is ours)
         self._started = time.monotonic()
 
     # -- helpers ---------------------------------------------------------------------
@@ -137,6 +138,7 @@ class Stack:
         if killed:
             self.say("cleaned up leftovers of a previous run: " + ", ".join(killed))
         procs.write_pid_file(run, "supervisor", os.getpid())
+        self.claimed = True
 
     def _nats(self) -> str:
         o = self.opts
@@ -344,7 +346,13 @@ class Stack:
         self._report_deaths(raise_on_critical=True)
 
     def stop(self) -> None:
-        """Stop every child (newest first) and remove the pid and state files."""
+        """Stop every child (newest first) and remove the pid and state files.
+
+        Does nothing unless this process claimed the data directory: a start refused
+        because another stack runs there must leave that stack's files alone.
+        """
+        if not self.claimed:
+            return
         self.sup.stop_all()
         for name in ("supervisor.pid",):
             rec = procs.read_pid_file(self.sup.run_dir / name)
