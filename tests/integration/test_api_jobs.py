@@ -99,6 +99,14 @@ async def test_validation_errors_have_field_lists(api) -> None:  # type: ignore[
     err = assert_error(await submit(client, h, [up], type="teleport"), 422, "unknown_job_type")
     assert "photogrammetry" in err["message"]
 
+    # listed in the contracts, but no worker exists in this version: refused, not queued
+    for kind, jtype in [("video", "splatting"), ("image", "ai-vision"), ("glb", "mesh")]:
+        inp = await insert_upload(app, h, kind=kind)
+        err = assert_error(
+            await submit(client, h, [inp], type=jtype, params={}), 422, "job_type_unavailable"
+        )
+        assert err["message"] == f"no worker for job type {jtype!r} exists in this version"
+
     assert_error(await submit(client, h, []), 422, "invalid_inputs")
     assert_error(await submit(client, h, [str(uuid.uuid4())]), 422, "invalid_inputs")
     assert_error(await submit(client, h, ["not-a-uuid"]), 422, "invalid_inputs")
@@ -111,6 +119,14 @@ async def test_validation_errors_have_field_lists(api) -> None:  # type: ignore[
     theirs = await insert_upload(app, other)
     assert_error(await submit(client, h, [theirs]), 422, "invalid_inputs")
     assert await app.state.pool.fetchval("SELECT count(*) FROM jobs") == 0
+
+
+async def test_unimplemented_types_stay_in_openapi(api) -> None:  # type: ignore[no-untyped-def]
+    app, client = api
+    assert not app.state.registry["splatting"].implemented
+    text = (await client.get("/openapi.json")).text
+    for name in ("splatting", "ai-vision", "ai-generation", "mesh", "job_type_unavailable"):
+        assert name in text
 
 
 async def test_default_404_405_shapes(api) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,13 @@ import pytest
 
 from arforge.api.auth import create_api_key, tenant_for_key
 from arforge.api.db import migrate
-from arforge.api.testing import api_settings, insert_upload, new_tenant_key, running_api
+from arforge.api.testing import (
+    all_implemented,
+    api_settings,
+    insert_upload,
+    new_tenant_key,
+    running_api,
+)
 from arforge.api.tracker.store import record_event
 from arforge.shared.contracts import job_event
 
@@ -20,7 +26,8 @@ from arforge.shared.contracts import job_event
 @pytest.fixture
 async def api(nats_server, fresh_db: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
-    async with running_api(settings) as (app, client):
+    # mesh has no worker yet; the metrics test uses it as a light type and plays the worker
+    async with running_api(settings, registry=all_implemented()) as (app, client):
         yield app, client, nats_server
 
 
@@ -196,14 +203,14 @@ async def test_entry_points_serve_and_track(nats_server, fresh_db: str, tmp_path
             uid = uuid.uuid4()
             await conn.execute(
                 "INSERT INTO uploads (id, tenant_id, key, kind, content_type, size)"
-                " VALUES ($1, $2, $3, 'glb', 'model/gltf-binary', 10)",
+                " VALUES ($1, $2, $3, 'video', 'video/mp4', 10)",
                 uid,
                 uuid.UUID(tenant.id),
-                f"uploads/{uid}/a.glb",
+                f"uploads/{uid}/a.mp4",
             )
             resp = await client.post(
                 "/v1/jobs",
-                json={"type": "mesh", "inputs": [str(uid)]},
+                json={"type": "photogrammetry", "inputs": [str(uid)]},
                 headers={"Authorization": f"Bearer {key}"},
             )
             assert resp.status_code == 201, resp.text

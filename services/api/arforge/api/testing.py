@@ -6,6 +6,7 @@ yields an ``httpx.AsyncClient`` talking to it in-process over ASGI.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from arforge.shared.contracts import Registry
 from arforge.shared.settings import Settings, StorageSettings
 
 from .app import create_app
@@ -28,6 +30,14 @@ def api_settings(nats_url: str, database_url: str, storage_root: Path) -> Settin
         database_url=database_url,
         storage=StorageSettings(backend="local", root=storage_root),
     )
+
+
+def all_implemented(registry: Registry | None = None) -> Registry:
+    """A copy of ``registry`` (default: the seed registry) with every type marked
+    implemented, so tests can submit light types (``mesh``, ``ai-vision``) whose worker
+    does not exist yet; the tests play the worker themselves."""
+    base = registry or Registry()
+    return Registry([dataclasses.replace(s, implemented=True) for s in base])
 
 
 @asynccontextmanager

@@ -45,6 +45,12 @@ def _validate_params(registry: Registry, body: JobCreate) -> dict[str, Any]:
             f"unknown job type {body.type!r}; known types: {', '.join(registry.types())}",
         )
     spec = registry[body.type]
+    if not spec.implemented:
+        raise ApiError(
+            422,
+            "job_type_unavailable",
+            f"no worker for job type {spec.type!r} exists in this version",
+        )
     try:
         params = spec.params.model_validate(body.params)
     except ValidationError as exc:
@@ -122,9 +128,10 @@ def _idempotent_replay(row: Any, digest: str, response: Response) -> Job:
     summary="Submit a job",
     description=(
         "Validates `params` against the job type's contract and `inputs` against its accepted "
-        "upload kinds and count, stores the job (status `queued`) and publishes it (if the "
-        "queue is briefly unavailable the job is still accepted and published again "
-        "shortly). With an "
+        "upload kinds and count (422 `job_type_unavailable` for a type listed in the contracts "
+        "whose worker does not exist in this version), stores the job (status `queued`) and "
+        "publishes it (if the queue is briefly unavailable the job is still accepted and "
+        "published again shortly). With an "
         "`Idempotency-Key` header the same key and body return the same job (200); the same "
         "key with a different body is a 409 `idempotency_conflict`."
     ),
