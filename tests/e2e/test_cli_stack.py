@@ -146,6 +146,8 @@ def test_up_keys_jobs_submit_cancel_and_clean_shutdown(up: Up) -> None:
     assert r.returncode == 1 and "not_found" in r.stderr
     r = cli(up, "jobs", "--json", key=key)
     assert [j["id"] for j in json.loads(r.stdout)["items"]] == [job_id]
+    r = cli(up, "jobs", key=key)  # the table shows the whole id, never "2bfea8a8-f…"
+    assert r.returncode == 0 and job_id in r.stdout.split(), r.stdout
 
     # Cancel: accepted while it runs, or refused with job_finished if it already ended.
     r = cli(up, "cancel", job_id, key=key)
@@ -158,6 +160,19 @@ def test_up_keys_jobs_submit_cancel_and_clean_shutdown(up: Up) -> None:
     while json.loads(cli(up, "status", job_id, "--json", key=key).stdout)["status"] not in want:
         assert time.monotonic() < deadline, f"job never reached {want}"
         time.sleep(0.5)
+    # `arforge wait` on the finished job reports how it ended, not a made-up "0.0 s".
+    job = json.loads(cli(up, "status", job_id, "--json", key=key).stdout)
+    r = cli(up, "wait", job_id, key=key)
+    out = " ".join(r.stdout.split())
+    assert f"job {job_id} {job['status']}" in out, out
+    assert "0.0 s" not in out and "?:" not in out, out
+    if job["status"] == "cancelled":
+        assert r.returncode == 1 and not out.endswith(":"), out
+
+    # A directory without photos is refused before anything is uploaded.
+    (up.data.parent / "no-photos").mkdir()
+    r = cli(up, "submit", "photogrammetry", "--input", str(up.data.parent / "no-photos"), key=key)
+    assert r.returncode == 2 and "holds no image files" in r.stdout + r.stderr, r.stdout
 
     stop(up, signal.SIGINT)
 

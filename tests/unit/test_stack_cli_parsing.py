@@ -108,3 +108,49 @@ def test_global_options_work_after_the_command() -> None:
     assert (a.nats_port, a.api_port) == (4333, 8000)
     with pytest.raises(SystemExit):
         p.parse_args(["submit", "photogrammetry", "--input", "x", "--priority", "urgent"])
+
+
+def test_tables_print_full_ids_and_shorten_the_other_columns() -> None:
+    from arforge.cli.jobs import id_table
+
+    job_id = "2bfea8a8-f5a1-4c3e-9e6b-1234567890ab"
+    row = [job_id, "photogrammetry", "default", "running", "45% dense  reconstruction", "x"]
+    headers = ["id", "type", "priority", "status", "progress", "created"]
+    wide = id_table(headers, [row], 200)
+    assert wide[2].split() == [job_id, "photogrammetry", "default", "running", "45%", "dense",
+                               "reconstruction", "x"]  # fmt: skip
+    for width in (80, 60, 20):
+        lines = id_table(headers, [row], width)
+        assert lines[2].startswith(job_id + "  ")
+        assert "…" in lines[2]
+        if width >= 80:
+            assert max(map(len, lines)) <= width
+
+
+def test_directory_inputs_expand_to_their_photos_sorted(tmp_path: Path) -> None:
+    from arforge.cli.jobs import expand_inputs
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for name in ("b.JPG", "a.jpg", "c.png", "notes.txt", ".hidden.jpg"):
+        (shots / name).write_bytes(b"x")
+    (shots / "sub").mkdir()
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"x")
+    got = expand_inputs([shots, video])
+    assert [p.name for p in got] == ["a.jpg", "b.JPG", "c.png", "v.mp4"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"input directory .*empty holds no image files"):
+        expand_inputs([empty])
+    with pytest.raises(ValueError, match="input file not found"):
+        expand_inputs([tmp_path / "missing.mp4"])
+
+
+def test_job_duration_comes_from_the_job_timestamps() -> None:
+    from arforge.cli.jobs import job_duration_s
+
+    job = {"started_at": "2025-01-02T03:04:05.5+00:00", "finished_at": "2025-01-02T03:06:07+00:00"}
+    assert job_duration_s(job) == pytest.approx(121.5)
+    assert job_duration_s({"started_at": None, "finished_at": "2025-01-02T03:06:07+00:00"}) is None
+    assert job_duration_s({}) is None

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -38,6 +40,48 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
         except ValueError:
             out[key] = raw
     return out
+
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif"})
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files to upload for ``--input`` values: a directory stands for its photos.
+
+    A directory is replaced by the image files directly inside it (suffixes in
+    ``IMAGE_SUFFIXES``, any case; hidden files skipped), sorted by name. ``ValueError``
+    with a sentence for a path that does not exist, a directory without images, or
+    something that is neither a file nor a directory.
+    """
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            photos = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+            )
+            if not photos:
+                kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise ValueError(f"input directory {p} holds no image files ({kinds})")
+            out.extend(photos)
+        elif p.is_file():
+            out.append(p)
+        elif p.exists():
+            raise ValueError(f"input {p} is neither a file nor a directory")
+        else:
+            raise ValueError(f"input file not found: {p}")
+    return out
+
+
+def job_duration_s(job: dict[str, Any]) -> float | None:
+    """Seconds from ``started_at`` to ``finished_at`` of a job (ISO 8601); ``None`` if unknown."""
+    try:
+        start = datetime.fromisoformat(str(job["started_at"]))
+        end = datetime.fromisoformat(str(job["finished_at"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, (end - start).total_seconds())
 
 
 def follow(
@@ -121,10 +165,11 @@ def submit(
     idempotency_key: str | None = None,
 ) -> int:
     """Upload ``inputs``, submit the job, and with ``wait`` follow it and fetch artifacts."""
-    for p in inputs:
-        if not p.is_file():
-            console.print(f"[red]error:[/] input file not found: {p}")
-            return 2
+    try:
+        inputs = expand_inputs(inputs)
+    except ValueError as e:
+        console.print(f"[red]error:[/] {escape(str(e))}")
+        return 2
     upload_ids = []
     for p in inputs:
         with console.status(f"uploading {p.name} ({p.stat().st_size / 1e6:.1f} MB)"):
@@ -148,7 +193,6 @@ def wait_and_fetch(client: Client, console: Console, job_id: str, out_root: Path
         TaskProgressColumn(),
         TimeElapsedColumn(),
     )
-    started = time.monotonic()
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("queued", total=1.0)
 
@@ -170,17 +214,21 @@ def wait_and_fetch(client: Client, console: Console, job_id: str, out_root: Path
                 f"arforge cancel {job_id})"
             )
             return 130
-    took = time.monotonic() - started
+    took = job_duration_s(job)
     status = job.get("status")
+    if status == "cancelled":
+        after = f" after {took:.1f} s of running" if took is not None else ""
+        console.print(f"[yellow]job {job_id} cancelled[/]{after}")
+        return 1
     if status != "completed":
         err = job.get("error") or {}
-        console.print(
-            f"[red]job {job_id} {status}[/] after {took:.1f} s: "
-            f"{err.get('code', '?')}: {err.get('message', '')}"
-        )
+        after = f" after {took:.1f} s" if took is not None else ""
+        why = f": {err.get('code')}: {err.get('message', '')}" if err.get("code") else ""
+        console.print(f"[red]job {job_id} {status}[/]{after}{why}")
         return 1
     paths = download_all(client, job, out_root, console)
-    console.print(f"[green]job {job_id} completed[/] in {took:.1f} s; artifacts:")
+    took_text = f" in {took:.1f} s" if took is not None else ""
+    console.print(f"[green]job {job_id} completed[/]{took_text}; artifacts:")
     for p in paths:
         console.print(f"  {p}")
     if not paths:
@@ -195,6 +243,42 @@ def _fmt_progress(job: dict[str, Any]) -> str:
     if isinstance(frac, int | float):
         return f"{frac * 100:.0f}% {stage}".strip()
     return stage
+
+
+def id_table(headers: list[str], rows: list[list[str]], width: int) -> list[str]:
+    """Plain-text table lines whose first column (ids) is never cut.
+
+    Columns are separated by two spaces. When the lines would exceed ``width`` characters,
+    the widest of the other columns is shortened (ending in "…") one character at a time,
+    down to 3 characters each; an id is always printed whole, even past ``width``.
+    """
+    cells = [[" ".join(c.split()) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in [headers, *cells]) for i in range(len(headers))]
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        i = max(range(1, len(widths)), key=lambda k: widths[k], default=0)
+        if i == 0 or widths[i] <= 3:
+            break
+        widths[i] -= 1
+
+    def line(row: list[str]) -> str:
+        out = []
+        for i, (c, w) in enumerate(zip(row, widths, strict=True)):
+            if i and len(c) > w:
+                c = c[: w - 1] + "…"
+            out.append(c.ljust(w))
+        return "  ".join(out).rstrip()
+
+    return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in cells)]
+
+
+def _fmt_time(value: object) -> str:
+    """An ISO 8601 timestamp as local ``MM-DD HH:MM:SS``; other values unchanged."""
+    if not value:
+        return ""
+    try:
+        return datetime.fromisoformat(str(value)).astimezone().strftime("%m-%d %H:%M:%S")
+    except ValueError:
+        return str(value)
 
 
 def status(client: Client, console: Console, job_id: str, as_json: bool) -> int:
@@ -237,17 +321,20 @@ def list_jobs(
     if not items:
         console.print("no jobs")
         return 0
-    t = Table("id", "type", "priority", "status", "progress", "created")
-    for j in items:
-        t.add_row(
+    rows = [
+        [
             str(j.get("id")),
             str(j.get("type")),
             str(j.get("priority")),
             str(j.get("status")),
             _fmt_progress(j),
-            str(j.get("created_at") or ""),
-        )
-    console.print(t)
+            _fmt_time(j.get("created_at")),
+        ]
+        for j in items
+    ]
+    headers = ["id", "type", "priority", "status", "progress", "created"]
+    for text in id_table(headers, rows, console.width):
+        console.print(text, markup=False, crop=False, soft_wrap=True)
     if page.get("next_cursor"):
         console.print(f"(more: --cursor {page['next_cursor']})")
     return 0
@@ -263,17 +350,21 @@ def dlq_list(client: Client, console: Console, as_json: bool) -> int:
     if not items:
         console.print("no dead letters")
         return 0
-    t = Table("job id", "type", "attempts", "reason", "last error")
+    rows = []
     for d in items:
         err = d.get("last_error")
         if isinstance(err, dict):
             err = f"{err.get('code')}: {err.get('message')}"
-        t.add_row(
-            str(d.get("job_id") or d.get("id")),
-            str(d.get("type", "")),
-            str(d.get("attempts", "")),
-            str(d.get("reason", "")),
-            str(err or "")[:80],
+        rows.append(
+            [
+                str(d.get("job_id") or d.get("id")),
+                str(d.get("type", "")),
+                str(d.get("attempts", "")),
+                str(d.get("reason", "")),
+                str(err or ""),
+            ]
         )
-    console.print(t)
+    headers = ["job id", "type", "attempts", "reason", "last error"]
+    for text in id_table(headers, rows, console.width):
+        console.print(text, markup=False, crop=False, soft_wrap=True)
     return 0
