@@ -174,6 +174,17 @@ def test_up_keys_jobs_submit_cancel_and_clean_shutdown(up: Up) -> None:
     r = cli(up, "submit", "photogrammetry", "--input", str(up.data.parent / "no-photos"), key=key)
     assert r.returncode == 2 and "holds no image files" in r.stdout + r.stderr, r.stdout
 
+    # A bad job type or bad params are refused before the upload: nothing new in storage.
+    stored = sorted(p for p in (up.data / "storage").rglob("*") if p.is_file())
+    for args, want in (
+        (["photogrammetry", "--param", "max_frames=-1"], "max_frames"),
+        (["no-such-type"], "unknown job type 'no-such-type'"),
+    ):
+        r = cli(up, "submit", *args, "--input", str(video), key=key)
+        out = " ".join((r.stdout + r.stderr).split())
+        assert r.returncode == 2 and want in out and "uploaded" not in out, out
+    assert sorted(p for p in (up.data / "storage").rglob("*") if p.is_file()) == stored
+
     stop(up, signal.SIGINT)
 
 

@@ -154,3 +154,17 @@ def test_job_duration_comes_from_the_job_timestamps() -> None:
     assert job_duration_s(job) == pytest.approx(121.5)
     assert job_duration_s({"started_at": None, "finished_at": "2025-01-02T03:06:07+00:00"}) is None
     assert job_duration_s({}) is None
+
+
+def test_submissions_are_checked_against_the_contracts_before_upload() -> None:
+    from arforge.cli.jobs import check_job
+
+    check_job("photogrammetry", {"max_frames": 40, "quality": "draft"}, 1)
+    with pytest.raises(ValueError, match="max_frames: Input should be greater than or equal to 3"):
+        check_job("photogrammetry", {"max_frames": -1}, 1)
+    with pytest.raises(ValueError, match=r"unknown job type 'nope'; known types: .*photogrammetry"):
+        check_job("nope", {}, 1)
+    with pytest.raises(ValueError, match="colour: Extra inputs are not permitted"):
+        check_job("photogrammetry", {"colour": "red"}, 1)
+    with pytest.raises(ValueError, match="takes 1 to 500 inputs, got 0"):
+        check_job("photogrammetry", {}, 0)

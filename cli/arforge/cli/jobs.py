@@ -74,6 +74,35 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return out
 
 
+def check_job(job_type: str, params: dict[str, Any], n_inputs: int) -> None:
+    """Check a submission against the contracts (:mod:`arforge.shared.contracts`) locally.
+
+    Raises ``ValueError`` with one sentence for an unknown job type, params its model
+    rejects (``field: reason``), or an input count outside the type's range; so nothing is
+    uploaded for a job the API would refuse anyway. The API checks again on submit.
+    """
+    from pydantic import ValidationError
+
+    from arforge.shared.contracts.registry import Registry
+
+    registry = Registry()
+    if job_type not in registry:
+        raise ValueError(
+            f"unknown job type {job_type!r}; known types: {', '.join(registry.types())}"
+        )
+    spec = registry[job_type]
+    try:
+        spec.params.model_validate(params)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "params"
+        raise ValueError(f"invalid --param for {job_type}: {where}: {first['msg']}") from None
+    if not spec.min_inputs <= n_inputs <= spec.max_inputs:
+        raise ValueError(
+            f"{job_type} takes {spec.min_inputs} to {spec.max_inputs} inputs, got {n_inputs}"
+        )
+
+
 def job_duration_s(job: dict[str, Any]) -> float | None:
     """Seconds from ``started_at`` to ``finished_at`` of a job (ISO 8601); ``None`` if unknown."""
     try:
@@ -167,6 +196,7 @@ def submit(
     """Upload ``inputs``, submit the job, and with ``wait`` follow it and fetch artifacts."""
     try:
         inputs = expand_inputs(inputs)
+        check_job(job_type, params, len(inputs))
     except ValueError as e:
         console.print(f"[red]error:[/] {escape(str(e))}")
         return 2
