@@ -168,3 +168,5 @@ def test_submissions_are_checked_against_the_contracts_before_upload() -> None:
         check_job("photogrammetry", {"colour": "red"}, 1)
     with pytest.raises(ValueError, match="takes 1 to 500 inputs, got 0"):
         check_job("photogrammetry", {}, 0)
+    with pytest.raises(ValueError, match="'mesh' has no worker in this version"):
+        check_job("mesh", {}, 1)

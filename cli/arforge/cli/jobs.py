@@ -91,6 +91,8 @@ def check_job(job_type: str, params: dict[str, Any], n_inputs: int) -> None:
             f"unknown job type {job_type!r}; known types: {', '.join(registry.types())}"
         )
     spec = registry[job_type]
+    if not getattr(spec, "implemented", True):
+        raise ValueError(f"job type {job_type!r} has no worker in this version of ARForge")
     try:
         spec.params.model_validate(params)
     except ValidationError as e:
