@@ -49,9 +49,11 @@ async def test_missing_or_invalid_key_is_401(api) -> None:  # type: ignore[no-un
     assert "Bearer" in err["message"]
     bad = {"Authorization": "Bearer afk_not-a-real-key"}
     assert_error(await client.get("/v1/jobs", headers=bad), 401, "unauthorized")
-    assert_error(
+    err = assert_error(
         await client.get("/v1/jobs", headers={"Authorization": "Basic dTpw"}), 401, "unauthorized"
     )
+    assert "'Basic'" in err["message"] and "use Authorization: Bearer <key>" in err["message"]
+    assert "missing" not in err["message"]
 
 
 async def test_submit_stores_job_and_publishes_message(api) -> None:  # type: ignore[no-untyped-def]
@@ -90,6 +92,12 @@ async def test_validation_errors_have_field_lists(api) -> None:  # type: ignore[
     locs = {tuple(f["loc"]) for f in err["fields"]}
     assert locs == {("body", "params", "max_frames"), ("body", "params", "quality")}
     assert all(f["message"] and f["type"] for f in err["fields"])
+    # a boolean or a numeric string is not an integer (strict params)
+    for value in (True, "60", 60.0):
+        err = assert_error(
+            await submit(client, h, [up], params={"max_frames": value}), 422, "validation_error"
+        )
+        assert [f["loc"] for f in err["fields"]] == [["body", "params", "max_frames"]]
 
     err = assert_error(
         await client.post("/v1/jobs", json={"inputs": "x"}, headers=h), 422, "validation_error"
@@ -276,6 +284,18 @@ async def test_cursor_pagination(api) -> None:  # type: ignore[no-untyped-def]
     assert_error(
         await client.get("/v1/jobs", params={"limit": 0}, headers=h), 422, "validation_error"
     )
+    for bad in ({"status": "bogus"}, {"status": "progress"}, {"type": "nope"}):
+        err = assert_error(
+            await client.get("/v1/jobs", params=bad, headers=h), 422, "validation_error"
+        )
+        (name,) = bad
+        assert err["fields"][0]["loc"] == ["query", name] and bad[name] in err["message"]
+    ok = await client.get("/v1/jobs", params={"status": "queued", "type": "mesh"}, headers=h)
+    assert ok.status_code == 200 and ok.json()["items"] == []
+    ok = await client.get(
+        "/v1/jobs", params={"status": "queued", "type": "photogrammetry"}, headers=h
+    )
+    assert len(ok.json()["items"]) == 7
 
 
 async def test_events_stream_history_until_terminal(api) -> None:  # type: ignore[no-untyped-def]

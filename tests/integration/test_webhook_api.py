@@ -63,6 +63,21 @@ async def test_subscription_crud_secret_once_and_validation(api) -> None:
     r = await client.patch(f"/v1/webhooks/{sid}", json={"enabled": True}, headers=h)
     assert r.json()["enabled"] is True and r.json()["disabled_reason"] is None
 
+    # unknown fields and non-boolean "enabled" are refused, and change nothing
+    for bad in ({"bogus": 1}, {"enabled": "yes"}, {"enabled": 1}, {"enabled": "true"}):
+        r = await client.patch(f"/v1/webhooks/{sid}", json=bad, headers=h)
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["error"]["code"] == "validation_error"
+    assert (await client.get(f"/v1/webhooks/{sid}", headers=h)).json()["enabled"] is True
+    for bad in (
+        {"url": "https://example.com/h", "event_types": ["*"], "secret": "whsec_mine"},
+        {"url": "https://example.com/h", "event_types": ["*"], "enabled": "no"},
+    ):
+        r = await client.post("/v1/webhooks", json=bad, headers=h)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
+    r = await client.post(f"/v1/webhooks/{sid}/rotate-secret", json={"overlap": 5}, headers=h)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
+
     for bad, code in [
         ({"url": "https://example.com", "event_types": ["job.completed"]}, "validation_error"),
         ({"url": "https://example.com", "event_types": []}, "validation_error"),

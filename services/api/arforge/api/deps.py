@@ -75,12 +75,18 @@ def _unauthorized(message: str) -> ApiError:
 
 
 async def require_tenant(
+    request: Request,
     creds: HTTPAuthorizationCredentials | None = Depends(_bearer),
     pool: asyncpg.Pool = Depends(get_pool),
 ) -> Tenant:
     """The caller's tenant from ``Authorization: Bearer <key>``; 401 ``unauthorized`` if the
     header is missing, not a Bearer token, or the key is unknown or revoked."""
-    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+    if creds is None or not creds.credentials:
+        scheme = (request.headers.get("Authorization") or "").strip().split(" ", 1)[0]
+        if scheme and scheme.lower() != "bearer":
+            raise _unauthorized(
+                f"unsupported authorization scheme {scheme[:20]!r}: use Authorization: Bearer <key>"
+            )
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     tenant = await tenant_for_key(pool, creds.credentials.strip())
     if tenant is None:

@@ -52,7 +52,9 @@ def _validate_params(registry: Registry, body: JobCreate) -> dict[str, Any]:
             f"no worker for job type {spec.type!r} exists in this version",
         )
     try:
-        params = spec.params.model_validate(body.params)
+        # Strict JSON-mode validation: `true` is not an integer and "5" is not a number, but
+        # an integer is still a valid float (JSON has one number type).
+        params = spec.params.model_validate_json(json.dumps(body.params), strict=True)
     except ValidationError as exc:
         fields = field_errors(exc.errors())
         for f in fields:
@@ -180,22 +182,45 @@ async def create_job(
     return job_from_row(row)
 
 
+# The statuses a job itself can have (JobStatus also names events: progress, dead_lettered).
+JOB_STATUSES = tuple(
+    s.value for s in JobStatus if s not in (JobStatus.progress, JobStatus.dead_lettered)
+)
+
+
+def _bad_query(name: str, value: str, allowed: Any) -> ApiError:
+    msg = f"{name} {value!r} is not one of: {', '.join(allowed)}"
+    return ApiError(
+        422,
+        "validation_error",
+        f"invalid request: query.{name}: {msg}",
+        fields=[{"loc": ["query", name], "message": msg, "type": "enum"}],
+    )
+
+
 @router.get(
     "",
     response_model=JobList,
     summary="List jobs, newest first",
-    description="Keyset pagination: pass `next_cursor` back as `cursor` until it is null.",
+    description="Keyset pagination: pass `next_cursor` back as `cursor` until it is null. "
+    "`status` must be a job status and `type` a registered job type (else 422 "
+    "`validation_error`).",
     responses=error_responses(401, 422),
 )
 async def list_jobs(
     tenant: TenantDep,
     pool: PoolDep,
+    registry: Annotated[Registry, Depends(get_registry)],
     type: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[str | None, Query(max_length=32)] = None,
     priority: Priority | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> JobList:
+    if status is not None and status not in JOB_STATUSES:
+        raise _bad_query("status", status, JOB_STATUSES)
+    if type is not None and type not in registry:
+        raise _bad_query("type", type, registry.types())
     after = None
     if cursor:
         created, id_, _ = decode_cursor(cursor)

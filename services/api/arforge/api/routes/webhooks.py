@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from arforge.webhooks import store as wstore
 from arforge.webhooks.public import encode_body, make_test_event, message_id, public_payload
@@ -62,21 +62,25 @@ def _patterns(v: list[str]) -> list[str]:
 
 # --- models ---------------------------------------------------------------------------
 class SubscriptionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     url: str = Field(max_length=2048, examples=["https://example.com/hooks/arforge"])
     event_types: list[str] = Field(
         min_length=1, max_length=50, examples=[["processing.*", "ar_code.scanned"]]
     )
     description: str = Field("", max_length=500)
-    enabled: bool = True
+    enabled: StrictBool = True
 
     _v = field_validator("event_types")(_patterns)
 
 
 class SubscriptionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     url: str | None = Field(None, max_length=2048)
     event_types: list[str] | None = Field(None, min_length=1, max_length=50)
     description: str | None = Field(None, max_length=500)
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
     @field_validator("event_types")
     @classmethod
@@ -112,6 +116,8 @@ class SubscriptionList(BaseModel):
 
 
 class RotateSecret(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     overlap_s: int = Field(
         86400, ge=0, le=7 * 86400, description="seconds the old secret keeps signing too"
     )
@@ -127,6 +133,8 @@ class MessageRef(BaseModel):
 
 
 class RedeliverFailed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     since: datetime = Field(description="failed deliveries created at or after this time")
 
 
