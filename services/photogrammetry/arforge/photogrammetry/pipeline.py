@@ -130,7 +130,7 @@ def run_pipeline(
         sfm.model_dir,
         images,
         out,
-        target_faces=int(params.get("target_faces", 100_000)),
+        target_faces=int(params.get("target_faces", 50_000)),
         texture_size=int(params.get("texture_size", 2048)),
         quality=quality,
         on_progress=_span(on_progress, 0.45, 1.0),

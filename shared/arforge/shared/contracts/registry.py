@@ -25,7 +25,12 @@ class PhotogrammetryParams(_Params):
     )
     max_frames: int = Field(150, ge=3, le=2000, description="Keyframes kept from a video")
     max_image_size: int = Field(1200, ge=320, le=8192, description="Long side in pixels")
-    target_faces: int = Field(100_000, ge=500, le=5_000_000)
+    target_faces: int = Field(
+        50_000,
+        ge=500,
+        le=5_000_000,
+        description="Decimation target; 50k keeps AR Quick Look fast and halves UV unwrapping",
+    )
     texture_size: int = Field(2048, ge=256, le=8192, description="Texture atlas side, px")
     matcher: Literal["auto", "sequential", "exhaustive"] = "auto"
 
