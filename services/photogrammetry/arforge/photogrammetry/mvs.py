@@ -31,13 +31,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from arforge.shared.errors import JobFailed
 
 ProgressFn = Callable[[float, str], None]
+_F32 = npt.NDArray[np.float32]
 
 
 class MVSError(JobFailed):
@@ -343,7 +346,7 @@ class _Reference:
         reaches outside the source image (box filters are running sums, so a NaN border
         would leak: outside pixels carry a negative value and a min filter flags them)."""
         stack = cv2.merge([warped, warped * warped, warped * self.gray])
-        mu_w, e_ww, e_wr = cv2.split(cv2.blur(stack, self.box))
+        mu_w, e_ww, e_wr = cast("Sequence[_F32]", cv2.split(cv2.blur(stack, self.box)))
         e_ww -= mu_w * mu_w
         np.maximum(e_ww, 0, out=e_ww)
         e_ww += 1e-6
@@ -366,7 +369,7 @@ class _Source:
         t_rel = src.t - R_rel @ ref.t
         self.A = K @ R_rel @ np.linalg.inv(Kr)
         self.b = K @ t_rel
-        self._ax: np.ndarray | None = None
+        self._ax: list[np.ndarray] | None = None
 
     def warp_plane(self, rho: float, size: tuple[int, int]) -> np.ndarray:
         """Source image resampled on the reference grid through the fronto-parallel plane at

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -52,13 +53,19 @@ class ModelReport:
         return asdict(self)
 
 
-def _reporter(on_progress: ProgressFn | None) -> Callable[[str], ProgressFn]:
+class _StageProgress(Protocol):
+    """One stage's progress callback: ``(fraction, stage)``, the stage name optional."""
+
+    def __call__(self, frac: float, _stage: str = ...) -> None: ...
+
+
+def _reporter(on_progress: ProgressFn | None) -> Callable[[str], _StageProgress]:
     starts, acc = {}, 0.0
     for name, share in _STAGES:
         starts[name] = (acc, share)
         acc += share
 
-    def stage(name: str) -> ProgressFn:
+    def stage(name: str) -> _StageProgress:
         base, share = starts[name]
 
         def cb(frac: float, _stage: str = name) -> None:

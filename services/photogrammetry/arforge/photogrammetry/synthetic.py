@@ -107,7 +107,8 @@ def make_scene(
     mesh = Mesh(mesh0.vertices @ Q.T, mesh0.faces)
     pattern = pattern or Pattern(seed)
     scene = _scene(mesh.vertices, mesh.faces)
-    views, depths = [], []
+    views: list[View] = []
+    depths: list[np.ndarray] = []
     w, h = size
     for K, R0, t0 in orbit(n_per_ring, elevations_deg, size=size):
         R = R0 @ Q.T  # x_cam = R0 (Q^T X) + t0
@@ -123,7 +124,7 @@ def make_scene(
         rays = np.concatenate([np.broadcast_to(c, d.shape), d], -1).astype(np.float32)
         th = scene.cast_rays(o3d.core.Tensor(np.ascontiguousarray(rays)))["t_hit"].numpy()
         hit = np.isfinite(th)
-        img = np.full((2 * h, 2 * w, 3), background, np.uint8)
+        img: np.ndarray = np.full((2 * h, 2 * w, 3), background, np.uint8)
         X = c + d[hit] * th[hit][:, None]
         img[hit] = pattern(X @ Q)
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
