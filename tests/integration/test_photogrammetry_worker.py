@@ -69,6 +69,7 @@ async def submit_file(bus: Bus, store: LocalStore, path: Path, kind: str, **para
 @pytest.fixture
 async def worker_env(nats_server, tmp_path: Path):  # type: ignore[no-untyped-def]
     bus = await connect(nats_server.url, name="test")
+    await bus.ensure_topology([Registry()["photogrammetry"]], ack_wait_s=10)
     store = LocalStore(tmp_path / "store")
     worker = Worker(
         bus,
