@@ -220,6 +220,32 @@ async def test_cancel_running_job_only_requests(api) -> None:  # type: ignore[no
     assert await app.state.bus.is_cancel_requested(job["id"])
 
 
+async def test_cancel_retrying_job_is_cancelled_at_once(api) -> None:  # type: ignore[no-untyped-def]
+    app, client = api
+    h = await new_tenant_key(app)
+    job = (await submit(client, h, [await insert_upload(app, h)])).json()
+    await feed(
+        app,
+        job,
+        job_event("started", ref(job), source="t", attempt=1),
+        job_event(
+            "retrying",
+            ref(job),
+            source="t",
+            attempt=1,
+            error={"code": "timeout", "message": "slow"},
+            delay_s=60.0,
+        ),
+    )
+    before = (await client.get(f"/v1/jobs/{job['id']}", headers=h)).json()
+    assert before["status"] == "retrying"
+    resp = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=h)
+    assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
+    assert await app.state.bus.is_cancel_requested(job["id"])
+    got = (await client.get(f"/v1/jobs/{job['id']}", headers=h)).json()
+    assert got["status"] == "cancelled" and got["finished_at"] is not None
+
+
 async def test_retry_starts_a_new_run(api) -> None:  # type: ignore[no-untyped-def]
     app, client = api
     h = await new_tenant_key(app)

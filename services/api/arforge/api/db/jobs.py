@@ -150,10 +150,12 @@ async def uploads_for(conn: Any, tenant_id: str, ids: list[uuid.UUID]) -> dict[s
 
 
 async def mark_cancelled(conn: asyncpg.Connection, job_id: Any) -> Any:
-    """Queued -> cancelled (API-side cancel of a job no worker has started)."""
+    """Queued or retrying -> cancelled: API-side cancel of a job no worker is running
+    (a retrying job waits for its delayed redelivery; a worker that picks it up sees the
+    cancel key and ends it with the same, deduplicated ``job.cancelled`` event)."""
     return await conn.fetchrow(
         "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now()"
-        f" WHERE id = $1 AND status = 'queued' RETURNING {JOB_COLUMNS}",
+        f" WHERE id = $1 AND status IN ('queued', 'retrying') RETURNING {JOB_COLUMNS}",
         job_id,
     )
 

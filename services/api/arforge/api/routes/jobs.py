@@ -262,7 +262,8 @@ async def get_job(job_id: str, tenant: TenantDep, pool: PoolDep) -> Job:
     response_model=Job,
     summary="Cancel a job",
     description=(
-        "A queued job is cancelled at once (`job.cancelled`); a running one is stopped by its "
+        "A queued job, or one waiting for a retry, is cancelled at once (`job.cancelled`); "
+        "a running one is stopped by its "
         "worker, which kills the compute process group. 409 `job_finished` when the job "
         "already ended."
     ),
