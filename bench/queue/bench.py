@@ -406,15 +406,7 @@ async def run_arforge(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Res
         "ARFORGE_LOG_JSON": "true",
     }
     protos = set(args.prototype or [])
-    if "tracker" in protos:
-        tracker = Child(
-            "batched-tracker",
-            {"nats_url": ctx["nats_url"], "db_url": ctx["db_url"]},
-            tmp / "tracker.log",
-        )
-        tracker.wait_ready()
-    else:
-        tracker = Child.module("arforge.api.tracker", tmp / "tracker.log", env)
+    tracker = Child.module("arforge.api.tracker", tmp / "tracker.log", env)
     worker = Child(
         "arforge-worker",
         {
@@ -811,15 +803,8 @@ def role_raw_consumer(cfg: dict[str, Any]) -> None:
     asyncio.run(main())
 
 
-def role_batched_tracker(cfg: dict[str, Any]) -> None:
-    from prototypes import batched_tracker_main
-
-    batched_tracker_main(cfg)
-
-
 ROLES = {
     "arforge-worker": role_arforge_worker,
-    "batched-tracker": role_batched_tracker,
     "arq-worker": role_arq_worker,
     "raw-consumer": role_raw_consumer,
 }
@@ -989,7 +974,7 @@ def main() -> None:
     ap.add_argument(
         "--prototype",
         nargs="+",
-        choices=["tracker", "worker"],
+        choices=["worker"],
         help="run ARForge with a proposed change (bench/queue/prototypes.py)",
     )
     ap.add_argument(
