@@ -6,7 +6,6 @@ Handlers never use this; the runtime, the API, the tracker and the webhooks do.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -272,7 +271,3 @@ async def connect(url: str, *, name: str, **options: Any) -> Bus:
         await nc.close()
         raise
     return Bus(nc, nc.jetstream(timeout=10))
-
-
-def parse_json(msg: Msg) -> Any:
-    return json.loads(msg.data)

@@ -61,10 +61,6 @@ FRESH_EXPIRES_NS = 50_000_000
 TERMINAL_EMIT_DEADLINE_S = 120.0
 
 
-class _Stop(Exception):
-    """Internal: why a running handler task was cancelled."""
-
-
 @dataclass
 class _Running:
     job: JobMessage
