@@ -373,3 +373,35 @@ async def test_nats_restart_mid_run_jobs_complete(nats_server, env):  # type: ig
             assert Counter(e.type for e in await events_of(bus, j.job_id))["job.completed"] == 1
     finally:
         await bus.close()
+
+
+async def test_never_more_jobs_in_flight_than_slots(bus, env):  # type: ignore[no-untyped-def]
+    """Slots freed together are refilled by one pull, never beyond the free count."""
+    jobs = [job(seconds=0.2, artifact=False) for _ in range(15)]
+    for j in jobs:
+        await bus.submit(j)
+    async with InProcessWorker(bus, env, concurrency=3):
+        for j in jobs:
+            await wait_for_event(bus, j.job_id, "job.completed", 60)
+    evs = await events_of(bus)
+    start = {e.subject: e.time for e in evs if e.type == "job.started"}
+    end = {e.subject: e.time for e in evs if e.type == "job.completed"}
+    assert set(start) == set(end) == {j.job_id for j in jobs}
+    assert all(runs(env["runs"], j.job_id) == [1] for j in jobs)
+    edges = sorted([(t, 1) for t in start.values()] + [(t, -1) for t in end.values()])
+    in_flight = list(itertools.accumulate(d for _, d in edges))
+    assert max(in_flight) == 3  # every slot used, none over-committed
+
+
+async def test_cancel_while_queued_behind_a_busy_worker_never_runs(bus, env):  # type: ignore[no-untyped-def]
+    """A cancel seen live by a running worker stops a job it has not pulled yet."""
+    busy, queued = job(seconds=1.0, artifact=False), job(seconds=0.1, artifact=False)
+    async with InProcessWorker(bus, env, concurrency=1):
+        await bus.submit(busy)
+        await wait_for_event(bus, busy.job_id, "job.started")
+        await bus.submit(queued)
+        await bus.request_cancel(queued.job_id)
+        evs = await wait_for_event(bus, queued.job_id, "job.cancelled")
+    assert [e.type for e in evs] == ["job.cancelled"]
+    assert runs(env["runs"], queued.job_id) == []
+    assert runs(env["runs"], busy.job_id) == [1]

@@ -14,7 +14,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 
 from ..contracts import PRIORITIES, Event, JobMessage, JobSpec
 from . import topology as t
@@ -83,6 +83,14 @@ class Bus:
         except (KeyNotFoundError, NotFoundError):
             return False
         return entry is not None and entry.value == b"1"
+
+    async def cancel_requests(self) -> list[str]:
+        """Job ids with a cancel request in the bucket now (its live keys)."""
+        kv = await self._cancel_kv()
+        try:
+            return list(await kv.keys())
+        except NoKeysError:
+            return []
 
     async def clear_cancel(self, job_id: str) -> None:
         """Forget a cancel request (used when a cancelled job is retried)."""

@@ -37,6 +37,7 @@ ADVISORIES = "ADVISORIES"
 CANCEL_BUCKET = "job_cancel"
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.JOBS.>"
 DAY_S = 86_400
+CANCEL_TTL_S = float(DAY_S)  # a cancel request outlives any job it could still stop
 # Deliveries allowed beyond the policy's attempts, for redeliveries that are not failed
 # attempts (a worker killed mid-job, a graceful shutdown handing a job back).
 CRASH_ALLOWANCE = 2
@@ -130,4 +131,4 @@ async def ensure_cancel_bucket(js: JetStreamContext):  # type: ignore[no-untyped
     try:
         return await js.key_value(CANCEL_BUCKET)
     except (BucketNotFoundError, NotFoundError):
-        return await js.create_key_value(bucket=CANCEL_BUCKET, ttl=float(DAY_S), history=1)
+        return await js.create_key_value(bucket=CANCEL_BUCKET, ttl=CANCEL_TTL_S, history=1)

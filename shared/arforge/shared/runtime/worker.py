@@ -16,10 +16,15 @@ worker shutting down           finish in grace or     none
 =============================  =====================  ==================================
 
 JetStream traps handled here: the consumer has a fixed ``ack_wait`` and no backoff list;
-long jobs send ``in_progress()`` heartbeats every ``ack_wait / 4``; each free slot fetches
-exactly one message with a ``no_wait`` pull request (a prefetched batch would outlive
-``ack_wait`` and run twice); retry delays are computed here and applied with
-``nak(delay)``.
+long jobs send ``in_progress()`` heartbeats every ``ack_wait / 4``; the worker never holds
+more messages than it has free slots (a prefetched batch would outlive ``ack_wait`` and run
+twice): one ``no_wait`` pull request per lane asks for exactly the free slots' worth;
+retry delays are computed here and applied with ``nak(delay)``.
+
+Per job on the hot path: one pull request shared by the slots freed together, the
+``job.started`` publish sent without waiting for its acknowledgement (it is awaited
+before ``job.completed``, which must be stored before the job message is acked), and
+the cancel check is a lookup in a mirror of the cancel bucket (:mod:`.cancels`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from ..contracts import JobMessage, JobResult, JobSpec, JobStatus, Registry, job
 from ..errors import JobFailed, JobTimedOut, Retry
 from ..settings import WorkerSettings
 from ..storage.base import ObjectStore
+from .cancels import CancelMirror
 from .context import JobContext
 from .lanes import Lane, LaneScheduler
 
@@ -64,8 +70,10 @@ TERMINAL_EMIT_DEADLINE_S = 120.0
 @dataclass
 class _Running:
     job: JobMessage
+    msg: Msg
     task: asyncio.Task  # type: ignore[type-arg]
     stop_reason: str | None = None  # "cancelled" | "shutdown"
+    last_beat: float = 0.0  # monotonic time of the delivery or the last in_progress()
 
 
 class Worker:
@@ -94,8 +102,10 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.specs: dict[str, JobSpec] = {t: registry[t] for t in handlers}
         self.scheduler = LaneScheduler(list(handlers), settings.starvation_limit)
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._free = settings.concurrency  # slots without a job
+        self._slot_freed = asyncio.Event()
         self._wake = asyncio.Event()
+        self.cancels = CancelMirror()
         self._stopping = asyncio.Event()
         self._running: dict[str, _Running] = {}
         self._inboxes: dict[tuple[str, str], Any] = {}
@@ -117,12 +127,16 @@ class Worker:
 
         async def on_cancel(msg: Msg) -> None:
             job_id = msg.subject.rsplit(".", 1)[-1]
-            if msg.data == b"1":
+            op = msg.headers.get("KV-Operation") if msg.headers else None
+            if self.cancels.update(job_id, msg.data, op):
                 self._cancel_running(job_id)
 
         for job_type in self.handlers:
             self._subs.append(await nc.subscribe(f"jobs.{job_type}.*", cb=on_publish))
+        # Subscribe first, then read the keys already there: nothing falls in between.
         self._subs.append(await nc.subscribe(f"$KV.{topo.CANCEL_BUCKET}.*", cb=on_cancel))
+        await nc.flush()
+        self.cancels.load(await self.bus.cancel_requests())
 
     def _cancel_running(self, job_id: str) -> None:
         running = self._running.get(job_id)
@@ -131,50 +145,65 @@ class Worker:
             running.task.cancel()
 
     # --- fetching ----------------------------------------------------------------
-    async def _pull_one(self, lane: Lane) -> Msg | None:
-        """One pull request for one message on ``lane``: the message, or None when empty.
+    async def _pull(self, lane: Lane, n: int) -> tuple[list[Msg], bool]:
+        """One pull request for up to ``n`` messages on ``lane``.
 
-        Normally ``no_wait`` (the server answers at once). Right after a publish
-        notification the core message may arrive before JetStream has stored it, so the
-        request then waits up to ``FRESH_EXPIRES_NS`` for it instead of missing it.
+        Returns ``(messages, drained)``; ``drained`` is true when the server said the lane
+        had no more (``404`` / ``408``), so the lane can be skipped until the next
+        notification. The request is ``no_wait``: the server answers at once with what
+        it has. Right after a publish notification the core message may arrive before
+        JetStream has stored the job, so the request then also carries ``expires``
+        (``FRESH_EXPIRES_NS``): the server waits that long for a first message instead of
+        answering "none".
         """
         sub = self._inboxes[lane.key]
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{topo.JOBS}.{topo.consumer_name(*lane.key)}"
+        req: dict[str, Any] = {"batch": n, "no_wait": True}
         if time.monotonic() - lane.notified_at < FRESH_NOTIFY_S:
-            req: dict[str, Any] = {"batch": 1, "expires": FRESH_EXPIRES_NS}
-        else:
-            req = {"batch": 1, "no_wait": True}
+            req["expires"] = FRESH_EXPIRES_NS
         await self.bus.nc.publish(subject, json.dumps(req).encode(), reply=sub.subject)
-        while True:
+        out: list[Msg] = []
+        while len(out) < n:
             try:
                 msg = await sub.next_msg(timeout=PULL_TIMEOUT_S)
             except nats.errors.TimeoutError:
-                return None
+                return out, False
             status = msg.headers.get("Status") if msg.headers else None
             if status is None:
-                return msg
-            if status in ("404", "408", "409"):
-                return None
-            # 100 = heartbeat; anything else: give up on this pull
+                out.append(msg)
+            elif status in ("404", "408", "409"):
+                return out, True
+            # 100 = heartbeat: keep reading
+        return out, False
 
-    async def _next_message(self) -> tuple[Lane, Msg] | None:
+    async def _next_messages(self, n: int) -> list[tuple[Lane, Msg]]:
+        """Up to ``n`` messages from the lanes in scheduler order; waits while all are empty.
+
+        Returns ``[]`` only when the worker is stopping.
+        """
         while not self._stopping.is_set():
+            got: list[tuple[Lane, Msg]] = []
             for lane in self.scheduler.order():
                 try:
-                    msg = await self._pull_one(lane)
+                    msgs, drained = await self._pull(lane, n - len(got))
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                    msg = None
+                    msgs, drained = [], False
                     await asyncio.sleep(0.2)
-                if msg is not None:
+                for msg in msgs:
                     self.scheduler.served(lane)
-                    return lane, msg
-                self.scheduler.empty(lane)
+                    got.append((lane, msg))
+                if drained or not msgs:
+                    self.scheduler.empty(lane)
+                if len(got) >= n:
+                    break
+            if got:
+                return got
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.idle_poll_s)
             if not self._wake.is_set():
                 self.scheduler.mark_all()  # delayed naks come due without a publish
-        return None
+        return []
 
     # --- main loop ---------------------------------------------------------------
     async def run(self) -> None:
@@ -187,24 +216,21 @@ class Worker:
             concurrency=self.settings.concurrency,
         )
         tasks: set[asyncio.Task] = set()  # type: ignore[type-arg]
-        stop_wait = asyncio.create_task(self._stopping.wait())
+        beats = asyncio.create_task(self._heartbeats())
         try:
             while not self._stopping.is_set():
-                slot = asyncio.create_task(self._slots.acquire())
-                await asyncio.wait({slot, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                if not slot.done():
-                    slot.cancel()
-                    break
-                got = await self._next_message()
-                if got is None:
-                    self._slots.release()
-                    break
-                task = asyncio.create_task(self._run_job(*got))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                if self._free <= 0:
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+                    continue
+                for lane, msg in await self._next_messages(self._free):
+                    self._free -= 1
+                    task = asyncio.create_task(self._run_job(lane, msg))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
             await self._drain(tasks)
         finally:
-            stop_wait.cancel()
+            beats.cancel()
             for sub in self._subs + list(self._inboxes.values()):
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -225,6 +251,7 @@ class Worker:
         """Stop taking jobs; running ones get ``drain_grace_s`` to finish."""
         self._stopping.set()
         self._wake.set()
+        self._slot_freed.set()
 
     # --- one job -----------------------------------------------------------------
     async def _run_job(self, lane: Lane, msg: Msg) -> None:
@@ -235,8 +262,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=5)
         finally:
-            self._slots.release()
-            self._wake.set()
+            self._free += 1
+            self._slot_freed.set()
 
     async def _run_job_inner(self, lane: Lane, msg: Msg) -> None:
         attempt = int(msg.metadata.num_delivered or 1)
@@ -253,14 +280,10 @@ class Worker:
             job_id=job.job_id, job_type=job.type, attempt=attempt
         )
         try:
-            if await self.bus.is_cancel_requested(job.job_id):
+            if self.cancels.requested(job.job_id):
                 await self._finish_cancelled(job, jd, source, attempt, msg)
                 return
-            heartbeat = asyncio.create_task(self._heartbeat(msg, job.job_id))
-            try:
-                await self._attempt(job, jd, spec, source, attempt, msg)
-            finally:
-                heartbeat.cancel()
+            await self._attempt(job, jd, spec, source, attempt, msg)
         finally:
             structlog.contextvars.unbind_contextvars("job_id", "job_type", "attempt")
 
@@ -283,14 +306,17 @@ class Worker:
             store=self.store,
             progress_sink=emitter.report,
         )
-        await self._emit(
-            job_event(JobStatus.started, jd, source=source, attempt=attempt, worker=self.name),
-            critical=False,
+        # Sent now, acknowledged while the handler runs; awaited before any outcome event.
+        started = asyncio.create_task(
+            self._emit(
+                job_event(JobStatus.started, jd, source=source, attempt=attempt, worker=self.name),
+                critical=False,
+            )
         )
         self.jobs_started += 1
         t0 = time.monotonic()
         task = asyncio.create_task(self._call_handler(ctx, spec, job))
-        running = _Running(job, task)
+        running = _Running(job, msg, task, last_beat=t0)
         self._running[job.job_id] = running
         try:
             try:
@@ -298,6 +324,8 @@ class Worker:
                     result = await task
             except TimeoutError:
                 raise JobTimedOut(spec.policy.timeout_s) from None
+            finally:
+                await started
         except asyncio.CancelledError:
             if running.stop_reason == "cancelled":
                 await self._finish_cancelled(job, jd, source, attempt, msg)
@@ -357,7 +385,7 @@ class Worker:
                 duration_s=round(elapsed, 3),
             )
         )
-        await msg.ack_sync()
+        await msg.ack()
         log.info("job completed", duration_s=round(elapsed, 3))
 
     async def _call_handler(self, ctx: JobContext, spec: JobSpec, job: JobMessage) -> dict:  # type: ignore[type-arg]
@@ -458,16 +486,26 @@ class Worker:
         await msg.term()
         log.info("job cancelled", artifacts_removed=removed)
 
-    async def _heartbeat(self, msg: Msg, job_id: str) -> None:
-        """Keep the message ours while the job runs; re-check cancellation each beat."""
+    async def _heartbeats(self) -> None:
+        """Keep running jobs' messages ours; re-read the cancel bucket on each beat.
+
+        One loop for all slots: every ``ack_wait / 8`` it sends ``in_progress()`` for each
+        job whose last beat is ``ack_wait / 4`` old, so no job goes longer than
+        ``3/8 ack_wait`` without one.
+        """
         interval = max(self.settings.ack_wait_s / 4, 0.05)
         while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
-            with contextlib.suppress(Exception):
-                if await self.bus.is_cancel_requested(job_id):
-                    self._cancel_running(job_id)
+            await asyncio.sleep(interval / 2)
+            now = time.monotonic()
+            for job_id, running in list(self._running.items()):
+                if now - running.last_beat < interval:
+                    continue
+                running.last_beat = now
+                with contextlib.suppress(Exception):
+                    await running.msg.in_progress()
+                with contextlib.suppress(Exception):
+                    if await self.bus.is_cancel_requested(job_id):
+                        self._cancel_running(job_id)
 
     async def _emit(self, event: Any, *, critical: bool = True) -> None:
         """Publish an event; critical ones are retried through a NATS outage."""
