@@ -79,8 +79,23 @@ async def _init_conn(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _reset_conn(conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    # RESET ALL` on every release: a round trip per request. ARForge never LISTENs, SETs
+    # or takes session advisory locks on pooled connections (the migrator locks on its own
+    # connection), so only a transaction left open needs undoing.
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """An asyncpg pool whose connections encode / decode ``jsonb`` as Python objects."""
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_conn)
+    """An asyncpg pool whose connections encode / decode ``jsonb`` as Python objects.
+
+    Released connections are only rolled back if a transaction was left open (no
+    session reset round trip; see ``_reset_conn``).
+    """
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_conn, reset=_reset_conn
+    )
     assert pool is not None
     return pool
