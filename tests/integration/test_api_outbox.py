@@ -34,13 +34,13 @@ def fail_submits(bus, n: int, *, after_store: bool) -> list[str]:  # type: ignor
     real = bus.submit
     failed: list[str] = []
 
-    async def submit(job: JobMessage) -> int:
+    async def submit(job: JobMessage, **kw: object) -> int:
         if len(failed) < n:
             failed.append(job.job_id)
             if after_store:
-                await real(job)
+                await real(job, **kw)
             raise TimeoutError("nats: timeout")
-        return await real(job)
+        return await real(job, **kw)
 
     bus.submit = submit
     return failed

@@ -44,9 +44,10 @@ def job_ref(row: Any) -> dict[str, Any]:
 
 
 async def publish_run(bus: Any, row: Any) -> None:
-    """Submit the row's run to JOBS, then emit ``job.queued`` (both deduplicated by id)."""
-    await bus.submit(job_message(row))
-    await bus.emit(job_event(JobStatus.queued, job_ref(row), source=SOURCE, attempt=0))
+    """Submit the row's run to JOBS with its ``job.queued`` event (one round trip; both
+    deduplicated by id)."""
+    queued = job_event(JobStatus.queued, job_ref(row), source=SOURCE, attempt=0)
+    await bus.submit(job_message(row), events=[queued])
 
 
 async def publish_and_mark(conn: Any, bus: Any, row: Any) -> bool:

@@ -31,9 +31,10 @@ class ServerTooOld(RuntimeError):
 class Bus:
     """A connected NATS client plus JetStream context, with ARForge's operations."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, *, timeout_s: float = 10.0) -> None:
         self.nc = nc
         self.js = js
+        self.timeout_s = timeout_s  # for JetStream API requests and publish acknowledgements
         self._kv: Any = None
 
     # --- set-up ------------------------------------------------------------------
@@ -58,18 +59,41 @@ class Bus:
         return self._kv
 
     # --- jobs --------------------------------------------------------------------
-    async def submit(self, job: JobMessage) -> int:
+    async def submit(self, job: JobMessage, *, events: Iterable[Event] = ()) -> int:
         """Publish ``job`` on ``jobs.<type>.<priority>``; returns the stream sequence.
 
         ``Nats-Msg-Id`` is ``<job_id>:<run>``, so a repeated submit within the stream's
-        2-minute duplicate window is dropped by the server.
+        2-minute duplicate window is dropped by the server. ``events`` (e.g. its
+        ``job.queued``) are published right behind it, and all acknowledgements are
+        awaited together: one round trip. Raises ``TimeoutError`` or a JetStream
+        ``APIError`` when any of them is not stored (the job may be stored anyway; the
+        ids make a retry safe).
         """
-        ack = await self.js.publish(
-            t.job_subject(job.type, job.priority.value),
-            job.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": f"{job.job_id}:{job.run}"},
-        )
-        return int(ack.seq)
+        msgs = [
+            (
+                t.job_subject(job.type, job.priority.value),
+                job.model_dump_json().encode(),
+                {"Nats-Msg-Id": f"{job.job_id}:{job.run}"},
+            )
+        ]
+        msgs += [_event_msg(e) for e in events]
+        acks = await self._publish_all(msgs)
+        return int(acks[0].seq)
+
+    async def _publish_all(self, msgs: list[tuple[str, bytes, dict[str, str]]]) -> list[Any]:
+        """Publish ``(subject, payload, headers)`` messages back to back; their PubAcks.
+
+        One wait for all acknowledgements (``timeout_s``); on error or
+        timeout the outstanding futures are cancelled, which frees their slots.
+        """
+        futs = [await self.js.publish_async(s, p, headers=h) for s, p, h in msgs]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return list(await asyncio.gather(*futs))
+        except BaseException:
+            for f in futs:
+                f.cancel()
+            raise
 
     async def request_cancel(self, job_id: str) -> None:
         """Ask workers to cancel ``job_id`` (seen before start and while running)."""
@@ -162,11 +186,8 @@ class Bus:
     # --- events ------------------------------------------------------------------
     async def emit(self, event: Event) -> None:
         """Publish ``event`` to EVENTS with ``Nats-Msg-Id`` = event id (deduplicated)."""
-        await self.js.publish(
-            event.subject_name(),
-            event.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": event.id},
-        )
+        subject, payload, headers = _event_msg(event)
+        await self.js.publish(subject, payload, headers=headers)
 
     async def consume(
         self,
@@ -240,6 +261,11 @@ class Bus:
                 await self.nc.close()
 
 
+def _event_msg(event: Event) -> tuple[str, bytes, dict[str, str]]:
+    """``(subject, payload, headers)`` of an EVENTS message; ``Nats-Msg-Id`` = event id."""
+    return event.subject_name(), event.model_dump_json().encode(), {"Nats-Msg-Id": event.id}
+
+
 def check_server_version(version: tuple[int, int, int], url: str) -> None:
     """Raise :class:`ServerTooOld` with a sentence naming the version needed."""
     if version < MIN_SERVER_VERSION:
@@ -278,4 +304,4 @@ async def connect(url: str, *, name: str, **options: Any) -> Bus:
     except ServerTooOld:
         await nc.close()
         raise
-    return Bus(nc, nc.jetstream(timeout=10))
+    return Bus(nc, nc.jetstream(timeout=10), timeout_s=10)
