@@ -15,7 +15,7 @@ from arforge.shared.settings import Settings
 
 from ..db import create_pool, migrate
 from .advisories import handle_max_deliveries
-from .store import record_event
+from .store import record_event, record_events
 from .sweep import sweep_dead_jobs
 
 log = logging.getLogger("arforge.api.tracker")
@@ -40,8 +40,12 @@ async def handle_event_message(pool: Any, data: bytes) -> None:
 
 
 async def handle_event_batch(pool: Any, messages: list[Any]) -> None:
-    """Record a fetched batch of EVENTS messages in ONE transaction (one commit, so one
-    WAL flush, per batch instead of per event); each event in its own savepoint."""
+    """Record a fetched batch of EVENTS messages in ONE transaction with a constant number
+    of statements (:func:`record_events`); malformed messages are logged and dropped.
+
+    Raises when the batch cannot be written (nothing is then written); the bus then hands
+    the messages one by one to :func:`handle_event_message`.
+    """
     events = []
     for msg in messages:
         try:
@@ -53,9 +57,8 @@ async def handle_event_batch(pool: Any, messages: list[Any]) -> None:
             events.append(event)
     if not events:
         return
-    async with pool.acquire() as conn, conn.transaction():
-        for event in events:
-            await record_event(conn, event)
+    async with pool.acquire() as conn:
+        await record_events(conn, events)
 
 
 async def run_tracker(settings: Settings, stop: asyncio.Event, *, ready: Any = None) -> None:

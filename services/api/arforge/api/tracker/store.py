@@ -1,26 +1,30 @@
-"""Writing one lifecycle event to PostgreSQL: ``job_events`` row + job update, atomically.
+"""Writing lifecycle events to PostgreSQL: ``job_events`` rows + job updates, atomically.
 
 Idempotent by event id: the ``job_events`` insert is ``ON CONFLICT (id) DO NOTHING`` and an
 event already stored changes nothing, so redeliveries and duplicates are harmless.
+
+:func:`record_event` writes one event (3-4 statements); :func:`record_events` writes a
+whole fetched batch in a constant number of statements and ends in the same rows as
+:func:`record_event` applied to each event in order.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from arforge.shared.contracts import Event
 
+from .batch import COLUMNS, WRITABLE, BatchPlan, Pending, job_uuid, pending_events, plan_batch
 from .state import Decision, JobState, decide
+
+__all__ = ["job_uuid", "record_event", "record_events", "state_from_row"]
 
 log = logging.getLogger("arforge.api.tracker")
 
-_STATE_COLUMNS = (
-    "status, run, attempt, progress, progress_stage, result, error_code, error_message,"
-    " dead_lettered, started_at, finished_at"
-)
-_WRITABLE = frozenset(_STATE_COLUMNS.replace(" ", "").split(","))
+_STATE_COLUMNS = ", ".join(c for c, _ in COLUMNS)
 
 
 def state_from_row(row: Any) -> JobState:
@@ -39,14 +43,10 @@ def state_from_row(row: Any) -> JobState:
     )
 
 
-def job_uuid(event: Event) -> uuid.UUID | None:
-    """The job id of a ``job.*`` event (``subject``, else ``data.job_id``), or ``None``."""
-    for raw in (event.subject, event.data.get("job_id")):
-        try:
-            return uuid.UUID(str(raw))
-        except (ValueError, TypeError):
-            continue
-    return None
+_INSERT_DEAD_LETTER = (
+    "INSERT INTO dead_letters (job_id, run, reason, attempts, last_error)"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, run) DO NOTHING"
+)
 
 
 async def record_event(conn: Any, event: Event) -> Decision | None:
@@ -84,7 +84,7 @@ async def record_event(conn: Any, event: Event) -> Decision | None:
             return Decision(why="unknown job")
         decision = decide(state_from_row(row), event)
         if decision.changes:
-            cols = [c for c in decision.changes if c in _WRITABLE]
+            cols = [c for c in decision.changes if c in WRITABLE]
             sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(cols))
             await conn.execute(
                 f"UPDATE jobs SET {sets}, updated_at = now() WHERE id = $1",
@@ -94,8 +94,7 @@ async def record_event(conn: Any, event: Event) -> Decision | None:
         if decision.dead_letter:
             dl = decision.dead_letter
             await conn.execute(
-                "INSERT INTO dead_letters (job_id, run, reason, attempts, last_error)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, run) DO NOTHING",
+                _INSERT_DEAD_LETTER,
                 job_id,
                 dl["run"],
                 dl["reason"],
@@ -103,3 +102,122 @@ async def record_event(conn: Any, event: Event) -> Decision | None:
                 dl["last_error"],
             )
     return decision
+
+
+# --- the batch path ----------------------------------------------------------------------
+# Arrays travel as one parameter each; jsonb values as text (json.dumps, like the pool's
+# jsonb codec) cast in SQL. WITH ORDINALITY + ORDER BY keeps ``seq`` in batch order.
+_INSERT_EVENTS = (
+    "INSERT INTO job_events (id, job_id, type, time, source, run, attempt, data)"
+    " SELECT e.id, e.job_id, e.type, e.time, e.source, e.run, e.attempt, e.data::jsonb"
+    " FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[],"
+    " $6::int4[], $7::int4[], $8::text[])"
+    " WITH ORDINALITY AS e(id, job_id, type, time, source, run, attempt, data, ord)"
+    " ORDER BY e.ord"
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+_LOCK_JOBS = (
+    f"SELECT id, {_STATE_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+)
+_COLUMN_TYPES = {
+    "status": "text",
+    "run": "int4",
+    "attempt": "int4",
+    "progress": "float4",
+    "progress_stage": "text",
+    "result": "text",  # cast to jsonb below
+    "error_code": "text",
+    "error_message": "text",
+    "dead_lettered": "bool",
+    "started_at": "timestamptz",
+    "finished_at": "timestamptz",
+}
+
+
+def _update_jobs_sql() -> str:
+    # each column is written only where its bit is set in v.mask: exactly the columns
+    # some event's decision changed, as record_event's per-event UPDATEs would
+    sets = []
+    for i, (col, _) in enumerate(COLUMNS):
+        value = "v.result::jsonb" if col == "result" else f"v.{col}"
+        sets.append(f"{col} = CASE WHEN v.mask & {1 << i} <> 0 THEN {value} ELSE j.{col} END")
+    params = ", ".join(f"${i + 3}::{_COLUMN_TYPES[col]}[]" for i, (col, _) in enumerate(COLUMNS))
+    names = ", ".join(col for col, _ in COLUMNS)
+    return (
+        f"UPDATE jobs AS j SET {', '.join(sets)}, updated_at = now()"
+        f" FROM unnest($1::uuid[], $2::int4[], {params}) AS v(id, mask, {names})"
+        " WHERE j.id = v.id"
+    )
+
+
+_UPDATE_JOBS = _update_jobs_sql()
+
+
+def _event_arrays(pending: Sequence[Pending]) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(8)]
+    for p in pending:
+        e, data = p.event, p.event.data
+        row = (
+            e.id,
+            p.job_id,
+            e.type,
+            e.time,
+            e.source,
+            int(data.get("run", 1)),
+            int(data.get("attempt", 0)),
+            json.dumps(data),
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
+
+
+def _update_arrays(plan: BatchPlan) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(2 + len(COLUMNS))]
+    result_at = 2 + [c for c, _ in COLUMNS].index("result")
+    for job_id, write in plan.writes.items():
+        row = [job_id, write.mask, *write.values()]
+        if row[result_at] is not None:
+            row[result_at] = json.dumps(row[result_at])
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
+
+
+async def record_events(conn: Any, events: Sequence[Event]) -> BatchPlan:
+    """Store ``events`` (``job.*``, stream order) and apply them to their jobs, in one
+    transaction opened here, with a constant number of statements.
+
+    The rows written are exactly those of :func:`record_event` applied to each event in
+    order: events without a valid job id are skipped with a warning, an event id already
+    stored (or earlier in ``events``) changes nothing, an event of an unknown job is stored
+    and changes nothing. Statements: one multi-row ``job_events`` insert; one ``SELECT ...
+    ORDER BY id FOR UPDATE`` of the jobs of the newly stored events (id order, so trackers
+    sharing the durable cannot deadlock on the rows); one ``UPDATE`` of every changed job;
+    one ``dead_letters`` insert per dead-letter row. Returns the :class:`BatchPlan` applied
+    (``plan.decisions`` maps each newly stored event id to its decision). Raises whatever
+    asyncpg raises (e.g. a value out of a column's range); then nothing was written.
+    """
+    pending = pending_events(events)
+    if not pending:
+        return BatchPlan()
+    async with conn.transaction():
+        inserted = {r["id"] for r in await conn.fetch(_INSERT_EVENTS, *_event_arrays(pending))}
+        new = [p for p in pending if p.event.id in inserted]
+        if not new:
+            return BatchPlan()
+        job_ids = sorted({p.job_id for p in new})
+        rows = {r["id"]: state_from_row(r) for r in await conn.fetch(_LOCK_JOBS, job_ids)}
+        plan = plan_batch(rows, new)
+        if plan.writes:
+            await conn.execute(_UPDATE_JOBS, *_update_arrays(plan))
+        for job_id, dl in plan.dead_letters:
+            await conn.execute(
+                _INSERT_DEAD_LETTER,
+                job_id,
+                dl["run"],
+                dl["reason"],
+                dl["attempts"],
+                dl["last_error"],
+            )
+    return plan
