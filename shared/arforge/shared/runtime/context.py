@@ -43,11 +43,13 @@ class JobContext:
         self.log = structlog.get_logger("arforge.job")
         self._sink = progress_sink
         self.started = time.monotonic()
+        self.workdir_used = False  # the runtime removes the workdir only if it was handed out
 
     @property
     def workdir(self) -> Path:
         """This attempt's private directory, created on first use."""
         self._workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir_used = True
         return self._workdir
 
     @property

@@ -372,7 +372,7 @@ class Worker:
         finally:
             self._running.pop(job.job_id, None)
             await emitter.close()
-            if workdir.exists():
+            if ctx.workdir_used:
                 shutil.rmtree(workdir, ignore_errors=True)
         elapsed = time.monotonic() - t0
         await self._emit(
