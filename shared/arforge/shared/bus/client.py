@@ -189,6 +189,31 @@ class Bus:
         subject, payload, headers = _event_msg(event)
         await self.js.publish(subject, payload, headers=headers)
 
+    async def emit_nowait(self, event: Event) -> asyncio.Future[Any]:
+        """Publish ``event`` once, without waiting; returns the future of its PubAck.
+
+        The message is in the connection's outgoing buffer when this returns, so anything
+        published after it on this bus lands after it in the stream. Whoever holds the
+        future should await it with a timeout and cancel it if none comes (see
+        :meth:`settle`).
+        """
+        subject, payload, headers = _event_msg(event)
+        return await self.js.publish_async(subject, payload, headers=headers)
+
+    async def settle(self, ack: asyncio.Future[Any]) -> bool:
+        """Await a :meth:`emit_nowait` acknowledgement for up to ``timeout_s``.
+
+        ``True`` when the server stored the message; on error or timeout the future is
+        cancelled (freeing its in-flight slot) and ``False`` returned. Never raises.
+        """
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await ack
+            return True
+        except Exception:
+            ack.cancel()
+            return False
+
     async def consume(
         self,
         *,

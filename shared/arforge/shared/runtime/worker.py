@@ -306,13 +306,29 @@ class Worker:
             store=self.store,
             progress_sink=emitter.report,
         )
-        # Sent now, acknowledged while the handler runs; awaited before any outcome event.
-        started = asyncio.create_task(
-            self._emit(
-                job_event(JobStatus.started, jd, source=source, attempt=attempt, worker=self.name),
-                critical=False,
-            )
+        # Published once, not awaited: acknowledged while the handler runs. Every outcome
+        # event is published after it on the same connection, so it lands after it.
+        started = await self._emit_nowait(
+            job_event(JobStatus.started, jd, source=source, attempt=attempt, worker=self.name)
         )
+        try:
+            await self._run_handler(job, jd, spec, source, attempt, msg, ctx, emitter)
+        finally:
+            if started is not None:
+                await self._settle_started(started)
+
+    async def _run_handler(
+        self,
+        job: JobMessage,
+        jd: dict,  # type: ignore[type-arg]
+        spec: JobSpec,
+        source: str,
+        attempt: int,
+        msg: Msg,
+        ctx: JobContext,
+        emitter: _ProgressEmitter,
+    ) -> None:
+        """Run the handler with its timeout and turn the outcome into events + ack/nak/term."""
         self.jobs_started += 1
         t0 = time.monotonic()
         task = asyncio.create_task(self._call_handler(ctx, spec, job))
@@ -324,8 +340,6 @@ class Worker:
                     result = await task
             except TimeoutError:
                 raise JobTimedOut(spec.policy.timeout_s) from None
-            finally:
-                await started
         except asyncio.CancelledError:
             if running.stop_reason == "cancelled":
                 await self._finish_cancelled(job, jd, source, attempt, msg)
@@ -373,7 +387,7 @@ class Worker:
             self._running.pop(job.job_id, None)
             await emitter.close()
             if ctx.workdir_used:
-                shutil.rmtree(workdir, ignore_errors=True)
+                shutil.rmtree(ctx.workdir, ignore_errors=True)
         elapsed = time.monotonic() - t0
         await self._emit(
             job_event(
@@ -506,6 +520,18 @@ class Worker:
                 with contextlib.suppress(Exception):
                     if await self.bus.is_cancel_requested(job_id):
                         self._cancel_running(job_id)
+
+    async def _emit_nowait(self, event: Any) -> asyncio.Future[Any] | None:
+        """Publish a non-critical event once without waiting; its PubAck future or None."""
+        try:
+            return await self.bus.emit_nowait(event)
+        except Exception as e:
+            log.warning("could not publish event", event_type=event.type, error=str(e))
+            return None
+
+    async def _settle_started(self, ack: asyncio.Future[Any]) -> None:
+        if not await self.bus.settle(ack):
+            log.warning("job.started was not acknowledged; the tracker will see the outcome only")
 
     async def _emit(self, event: Any, *, critical: bool = True) -> None:
         """Publish an event; critical ones are retried through a NATS outage."""
