@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from arforge.api.outbox import republish_once
+from arforge.api.outbox import PublishedMarks, republish_once
 from arforge.api.testing import api_settings, insert_upload, new_tenant_key, running_api
 from arforge.shared.contracts import JobMessage
 
@@ -158,3 +158,53 @@ async def test_retry_publish_failure_is_republished(api) -> None:  # type: ignor
     await wait_published(app, job["id"])
     runs = await take_all(bus, "photogrammetry-default")
     assert [(m.job_id, m.run) for m in runs] == [(job["id"], 1), (job["id"], 2)]
+
+
+async def test_confirmed_publishes_are_stamped_a_batch_per_statement(api) -> None:  # type: ignore[no-untyped-def]
+    app, client = api
+    h = await new_tenant_key(app)
+    up = await insert_upload(app, h)
+    ids = []
+    body = {"type": "photogrammetry", "inputs": [up]}
+    for _ in range(20):
+        r = await client.post("/v1/jobs", json=body, headers=h)
+        assert r.status_code == 201, r.text
+        ids.append(uuid.UUID(r.json()["id"]))
+    for job_id in ids:
+        await wait_published(app, str(job_id), timeout=5)
+    # now() is one value per statement: 20 stamps written by a few UPDATEs, not 20
+    distinct = await app.state.pool.fetchval(
+        "SELECT count(DISTINCT bus_published_at) FROM jobs WHERE id = ANY($1)", ids
+    )
+    assert 1 <= distinct <= 10
+
+
+async def test_published_marks_match_the_run_and_flush_on_stop(
+    nats_server, fresh_db: str, tmp_path: Path
+) -> None:
+    settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
+    async with running_api(settings, republish_every_s=3600, republish_after_s=3600) as (
+        app,
+        client,
+    ):
+        h = await new_tenant_key(app)
+        up = await insert_upload(app, h)
+        fail_submits(app.state.bus, 3, after_store=False)  # rows stay unstamped
+        ids = []
+        for _ in range(3):
+            r = await client.post(
+                "/v1/jobs", json={"type": "photogrammetry", "inputs": [up]}, headers=h
+            )
+            ids.append(r.json()["id"])
+        marks = PublishedMarks(app.state.pool, every_s=3600)
+        marks.add(ids[0], 1)
+        marks.add(uuid.UUID(ids[1]), 1)
+        marks.add(ids[2], 2)  # a run the row does not have: never stamped
+        assert len(marks) == 3
+        stop = asyncio.Event()
+        stop.set()
+        await marks.run(stop)  # stopping flushes what is queued
+        assert len(marks) == 0
+        assert await published_at(app, ids[0]) is not None
+        assert await published_at(app, ids[1]) is not None
+        assert await published_at(app, ids[2]) is None

@@ -92,6 +92,9 @@ def create_app(
             app.state.store = store
             app.state.bus = bus
             stop = asyncio.Event()
+            marks = outbox.PublishedMarks(pool)
+            app.state.marks = marks
+            marker = asyncio.create_task(marks.run(stop), name="arforge-api-published-marks")
             republisher = asyncio.create_task(
                 outbox.run_republisher(
                     pool, bus, stop, every_s=republish_every_s, after_s=republish_after_s
@@ -102,10 +105,11 @@ def create_app(
             async def _stop_republisher() -> None:
                 stop.set()
                 await republisher
+                await marker
 
             stack.push_async_callback(_stop_republisher)
             yield
-            app.state.pool = app.state.store = app.state.bus = None
+            app.state.pool = app.state.store = app.state.bus = app.state.marks = None
 
     app = FastAPI(
         title="ARForge API",
@@ -115,7 +119,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.registry = registry
-    app.state.pool = app.state.store = app.state.bus = None
+    app.state.pool = app.state.store = app.state.bus = app.state.marks = None
     install_error_handlers(app)
 
     from .routes import dead_letters, health, jobs

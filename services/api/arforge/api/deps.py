@@ -2,7 +2,7 @@
 
 ``app.state`` carries the process-wide objects that :func:`arforge.api.app.create_app`'s
 lifespan creates: ``pool`` (asyncpg), ``store`` (ObjectStore), ``bus`` (Bus),
-``registry`` (contract Registry) and ``settings``.
+``registry`` (contract Registry), ``marks`` (outbox stamps) and ``settings``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .errors import ApiError
 __all__ = [
     "Tenant",
     "get_bus",
+    "get_marks",
     "get_pool",
     "get_registry",
     "get_settings",
@@ -53,6 +54,11 @@ def get_pool(request: Request) -> asyncpg.Pool:
 def get_store(request: Request) -> ObjectStore:
     """The object store (local or S3), made by ``arforge.shared.storage.factory.make_store``."""
     return _state(request, "store")  # type: ignore[no-any-return]
+
+
+def get_marks(request: Request) -> Any:
+    """The :class:`arforge.api.outbox.PublishedMarks` batcher, or ``None`` (stamp at once)."""
+    return getattr(request.app.state, "marks", None)
 
 
 def get_bus(request: Request) -> Any:

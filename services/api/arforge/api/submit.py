@@ -50,9 +50,11 @@ async def publish_run(bus: Any, row: Any) -> None:
     await bus.submit(job_message(row), events=[queued])
 
 
-async def publish_and_mark(conn: Any, bus: Any, row: Any) -> bool:
+async def publish_and_mark(conn: Any, bus: Any, row: Any, marks: Any = None) -> bool:
     """Publish the row's run and stamp ``bus_published_at``; ``True`` on success.
 
+    With ``marks`` (:class:`arforge.api.outbox.PublishedMarks`) the stamp is queued and
+    written with others in one statement shortly after; without, it is written now.
     A publish error (NATS down, timeout) is logged and returns ``False``: the row stays
     queued and unstamped, and the republisher retries it. Never raises for bus errors.
     """
@@ -67,5 +69,8 @@ async def publish_and_mark(conn: Any, bus: Any, row: Any) -> bool:
             row["run"],
         )
         return False
-    await q.mark_published(conn, row["id"], row["run"])
+    if marks is not None:
+        marks.add(row["id"], row["run"])
+    else:
+        await q.mark_published(conn, row["id"], row["run"])
     return True

@@ -84,6 +84,21 @@ async def mark_published(conn: Any, job_id: Any, run: int) -> bool:
     return bool(res == "UPDATE 1")
 
 
+async def mark_published_many(conn: Any, runs: list[tuple[uuid.UUID, int]]) -> int:
+    """:func:`mark_published` for many ``(job_id, run)`` pairs in one statement; how many
+    rows were stamped."""
+    if not runs:
+        return 0
+    res = await conn.execute(
+        "UPDATE jobs SET bus_published_at = now()"
+        " FROM unnest($1::uuid[], $2::int[]) AS v(id, run)"
+        " WHERE jobs.id = v.id AND jobs.run = v.run AND jobs.bus_published_at IS NULL",
+        [r[0] for r in runs],
+        [r[1] for r in runs],
+    )
+    return int(res.split()[-1])
+
+
 async def claim_unpublished(conn: Any, *, older_than_s: float, limit: int) -> list[Any]:
     """Queued runs never confirmed on the bus, untouched for ``older_than_s`` seconds.
 

@@ -17,7 +17,16 @@ from arforge.shared.contracts import TERMINAL, JobStatus, Priority, Registry, jo
 from arforge.shared.storage.base import ObjectStore
 
 from ..db import jobs as q
-from ..deps import Tenant, get_bus, get_pool, get_registry, get_settings, get_store, require_tenant
+from ..deps import (
+    Tenant,
+    get_bus,
+    get_marks,
+    get_pool,
+    get_registry,
+    get_settings,
+    get_store,
+    require_tenant,
+)
 from ..errors import ApiError, error_responses, field_errors, not_found
 from ..models import Job, JobCreate, JobList, job_from_row
 from ..pagination import decode_cursor, encode_cursor
@@ -149,6 +158,7 @@ async def create_job(
     pool: PoolDep,
     registry: Annotated[Registry, Depends(get_registry)],
     bus: Annotated[Any, Depends(get_bus)],
+    marks: Annotated[Any, Depends(get_marks)],
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", max_length=200, min_length=1)
     ] = None,
@@ -178,7 +188,7 @@ async def create_job(
             return _idempotent_replay(existing, digest, response)
         # The row is the outbox entry: a failed publish is logged and left to the
         # republisher; the job is stored and will run, so the answer is still 201.
-        await publish_and_mark(conn, bus, row)
+        await publish_and_mark(conn, bus, row, marks)
     return job_from_row(row)
 
 
