@@ -8,15 +8,17 @@ throwaway PostgreSQL database (``ARFORGE_TEST_PG_URL`` admin URL, default
 postgresql://postgres@127.0.0.1:5432/postgres; created and dropped here):
 
 * **arforge**: per job, what ``POST /v1/jobs`` does minus HTTP -- insert the ``jobs`` row
-  (``arforge.api.db.jobs.insert_job``), ``bus.submit`` + ``job.queued``
-  (``arforge.api.submit.publish_run``) -- then the real :class:`Worker` (its own process,
+  (``arforge.api.db.jobs.insert_job``), ``bus.submit`` + ``job.queued`` and the outbox
+  stamp (``arforge.api.submit.publish_and_mark`` with the API's batched
+  ``PublishedMarks``) -- then the real :class:`Worker` (its own process,
   production logging) runs a registered no-op handler and the real tracker
   (``python -m arforge.api.tracker``, its own process) persists ``queued``, ``started``
   and ``completed`` into ``jobs`` / ``job_events``. Done = the row is ``completed``.
 * **arq** (the peer; asyncio-native like ARForge, Redis at ``--redis-url``): the same row
   insert, ``enqueue_job``; an arq worker process (``max_jobs`` = concurrency) runs a job
   that sets the row ``completed`` with one ``UPDATE``. So both persist completion in the
-  same table; ARForge additionally keeps an event history (3 transactions per job).
+  same table; ARForge additionally keeps an event history (3 events per job, written by
+  the tracker in one transaction per fetched batch).
 * **Celery** (the second peer; the long-standing standard Python task queue, Redis at
   ``--redis-url`` as broker, results ignored): the same row insert, ``apply_async`` (its
   client is synchronous: run in a thread); a Celery worker process with ``--concurrency`` =
@@ -358,14 +360,16 @@ class PgSystem:
 class ArforgeSystem(PgSystem):
     name = "arforge"
 
-    def __init__(self, pool: Any, tenant_ids: dict[str, str], bus: Any) -> None:
+    def __init__(self, pool: Any, tenant_ids: dict[str, str], bus: Any, marks: Any) -> None:
         super().__init__(pool, tenant_ids)
         self.bus = bus
+        self.marks = marks  # the API's batched bus_published_at stamps
 
     async def enqueue(self, row: Any) -> None:
-        from arforge.api.submit import publish_run
+        from arforge.api.submit import publish_and_mark
 
-        await publish_run(self.bus, row)
+        if not await publish_and_mark(None, self.bus, row, self.marks):
+            raise RuntimeError(f"publishing job {row['id']} failed")
 
 
 class ArqSystem(PgSystem):
@@ -492,7 +496,6 @@ async def run_arforge(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Res
         "ARFORGE_DATABASE_URL": ctx["db_url"],
         "ARFORGE_LOG_JSON": "true",
     }
-    protos = set(args.prototype or [])
     tracker = Child.module("arforge.api.tracker", tmp / "tracker.log", env)
     worker = Child(
         "arforge-worker",
@@ -500,7 +503,6 @@ async def run_arforge(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Res
             "nats_url": ctx["nats_url"],
             "concurrency": args.concurrency,
             "tmp": str(tmp),
-            "batch_pull": "worker" in protos,
         },
         tmp / "worker.log",
     )
@@ -516,7 +518,12 @@ async def run_arforge(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Res
                 if time.monotonic() > deadline or tracker.proc.poll() is not None:
                     raise RuntimeError("tracker did not start:\n" + tracker.tail()) from None
                 await asyncio.sleep(0.1)
-        sysm = ArforgeSystem(ctx["pool"], await new_tenants(ctx["pool"], "arforge"), bus)
+        from arforge.api.outbox import PublishedMarks
+
+        marks = PublishedMarks(ctx["pool"])
+        marks_stop = asyncio.Event()
+        marks_task = asyncio.create_task(marks.run(marks_stop))
+        sysm = ArforgeSystem(ctx["pool"], await new_tenants(ctx["pool"], "arforge"), bus, marks)
 
         async def groups() -> dict[str, list[int]]:
             return {
@@ -534,9 +541,16 @@ async def run_arforge(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Res
         visible, finished = await sysm.flood(args.jobs, args.submitters)
         stop_profilers(ctx.pop("profilers", []))
         visible.idle_ms, finished.idle_ms = await sysm.idle(args.idle, args.pause)
+        marks_stop.set()
+        await marks_task
+        unstamped = await ctx["pool"].fetchval(
+            "SELECT count(*) FROM jobs WHERE tenant_id = ANY($1::uuid[])"
+            " AND bus_published_at IS NULL",
+            list(sysm.tenants.values()),
+        )
+        if unstamped:
+            visible.note += f"; {unstamped} rows never stamped bus_published_at"
         visible.name = "ARForge (bus -> Worker -> tracker -> PostgreSQL)"
-        if protos:
-            visible.note += f"; PROTOTYPE {'+'.join(sorted(protos))} (bench/queue/prototypes.py)"
         finished.name = "  of which: worker done (job.completed emitted)"
         finished.note = ""
         return [visible, finished]
@@ -829,12 +843,7 @@ def role_arforge_worker(cfg: dict[str, Any]) -> None:
     async def main() -> None:
         tmp = Path(cfg["tmp"])
         bus = await connect(cfg["nats_url"], name="bench-worker")
-        cls = Worker
-        if cfg["batch_pull"]:
-            from prototypes import BatchPullWorker
-
-            cls = BatchPullWorker
-        worker = cls(
+        worker = Worker(
             bus,
             LocalStore(tmp / "store"),
             {NOOP_TYPE: handle_noop},
@@ -1167,12 +1176,6 @@ def main() -> None:
         nargs="+",
         choices=["raw", "arforge", "arq", "celery"],
         help="run only these systems (default: all four, in this order)",
-    )
-    ap.add_argument(
-        "--prototype",
-        nargs="+",
-        choices=["worker"],
-        help="run ARForge with a proposed change (bench/queue/prototypes.py)",
     )
     ap.add_argument(
         "--pg-async-commit",
