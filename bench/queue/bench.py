@@ -479,7 +479,8 @@ async def new_tenants(pool: Any, prefix: str) -> dict[str, str]:
     for phase in ("warmup", "flood", "idle"):
         out[phase] = str(
             await pool.fetchval(
-                "INSERT INTO tenants (name) VALUES ($1) RETURNING id", f"{prefix}-{phase}"
+                "INSERT INTO tenants (name) VALUES ($1) RETURNING id",
+                f"{prefix}-{phase}-{uuid.uuid4().hex[:8]}",
             )
         )
     return out
@@ -1058,7 +1059,7 @@ def start_nats(tmp: Path) -> tuple[str, subprocess.Popen]:  # type: ignore[type-
     return f"nats://127.0.0.1:{port}", proc
 
 
-async def bench(args: argparse.Namespace, tmp: Path) -> list[Result]:
+async def bench(args: argparse.Namespace, tmp: Path) -> list[list[Result]]:
     import asyncpg
 
     from arforge.api.db import create_pool, migrate
@@ -1071,16 +1072,22 @@ async def bench(args: argparse.Namespace, tmp: Path) -> list[Result]:
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{db}"')
     ctx["db_url"] = PG_ADMIN.rsplit("/", 1)[0] + f"/{db}"
-    results: list[Result] = []
+    rounds: list[list[Result]] = []
     try:
         await migrate(ctx["db_url"])
         if args.pg_async_commit:
             await admin.execute(f'ALTER DATABASE "{db}" SET synchronous_commit = off')
         ctx["pool"] = await create_pool(ctx["db_url"], min_size=2, max_size=args.submitters)
         systems = {"raw": run_raw, "arforge": run_arforge, "arq": run_arq, "celery": run_celery}
-        for name in args.only or list(systems):
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            results.extend(await systems[name](args, ctx))
+        names = args.only or list(systems)
+        for rnd in range(args.rounds):
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]  # rotate: no fixed slot
+            results: list[Result] = []
+            for name in order:
+                print(f"round {rnd + 1}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)
+                results.extend(await systems[name](args, ctx))
+            results.sort(key=lambda r: names.index(_system_key(r)))
+            rounds.append(results)
     finally:
         if "pool" in ctx:
             await ctx["pool"].close()
@@ -1090,7 +1097,43 @@ async def bench(args: argparse.Namespace, tmp: Path) -> list[Result]:
             if p is not None:
                 p.terminate()
                 p.wait(10)
-    return results
+    return rounds
+
+
+_SYSTEM_KEYS = {"raw": "raw", "ARForge": "arforge", "arq": "arq", "Celery": "celery"}
+
+
+def _system_key(r: Result) -> str:
+    """``raw`` / ``arforge`` / ``arq`` / ``celery`` for a result row (sub-rows: their system)."""
+    first = r.name.split()[0]
+    return _SYSTEM_KEYS.get(first, "arforge")
+
+
+def median_round(rounds: list[list[Result]]) -> list[Result]:
+    """Per system, the rows of the round with its median flood throughput (a real run, so
+    its latencies and CPU figures belong together)."""
+    out: list[Result] = []
+    for key in dict.fromkeys(_system_key(r) for r in rounds[0]):
+        runs = [[r for r in rnd if _system_key(r) == key] for rnd in rounds]
+        runs.sort(key=lambda rows: rows[0].throughput)
+        out.extend(runs[(len(runs) - 1) // 2])
+    return out
+
+
+def print_rounds(rounds: list[list[Result]]) -> None:
+    """Each round's flood throughput per system and the ARForge / peer ratios."""
+    print()
+    print("flood throughput per round (jobs/s):")
+    for i, rnd in enumerate(rounds, 1):
+        main = [r for r in rnd if not r.name.startswith(" ")]
+        by = {r.name.split()[0]: r.throughput for r in main}
+        cells = ", ".join(f"{k} {v:.0f}" for k, v in by.items())
+        ratios = "".join(
+            f"; ARForge/{k} {by['ARForge'] / by[k]:.2f}x"
+            for k in ("arq", "Celery")
+            if "ARForge" in by and k in by
+        )
+        print(f"  round {i}: {cells}{ratios}")
 
 
 def print_table(results: list[Result], args: argparse.Namespace) -> None:
@@ -1187,6 +1230,13 @@ def main() -> None:
         metavar="DIR",
         help="py-spy the ARForge worker and tracker during the flood into DIR",
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every system this many times, rotating the order; the table shows each "
+        "system's median round (default 1)",
+    )
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--cfg", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -1195,10 +1245,13 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="arforge-bench-queue-"))
     try:
-        results = asyncio.run(bench(args, tmp))
+        rounds = asyncio.run(bench(args, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print_table(results, args)
+    if len(rounds) > 1:
+        print_rounds(rounds)
+        print("\nthe table: each system's median round")
+    print_table(median_round(rounds), args)
 
 
 if __name__ == "__main__":
