@@ -192,7 +192,7 @@ async def test_cancel_queued_then_finished_is_409(api) -> None:  # type: ignore[
     job = (await submit(client, h, [await insert_upload(app, h)])).json()
     resp = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=h)
     assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
-    assert await app.state.bus.is_cancel_requested(job["id"])
+    assert await app.state.bus.is_cancel_requested(job["id"], 1)
     raw = await app.state.bus.js.get_last_msg("EVENTS", "events.job.cancelled.photogrammetry")
     assert Event.model_validate_json(raw.data).subject == job["id"]
     err = assert_error(
@@ -217,7 +217,7 @@ async def test_cancel_running_job_only_requests(api) -> None:  # type: ignore[no
     await feed(app, job, job_event("started", ref(job), source="t", attempt=1))
     resp = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=h)
     assert resp.status_code == 202 and resp.json()["status"] == "started"
-    assert await app.state.bus.is_cancel_requested(job["id"])
+    assert await app.state.bus.is_cancel_requested(job["id"], 1)
 
 
 async def test_cancel_retrying_job_is_cancelled_at_once(api) -> None:  # type: ignore[no-untyped-def]
@@ -241,7 +241,7 @@ async def test_cancel_retrying_job_is_cancelled_at_once(api) -> None:  # type: i
     assert before["status"] == "retrying"
     resp = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=h)
     assert resp.status_code == 202 and resp.json()["status"] == "cancelled"
-    assert await app.state.bus.is_cancel_requested(job["id"])
+    assert await app.state.bus.is_cancel_requested(job["id"], 1)
     got = (await client.get(f"/v1/jobs/{job['id']}", headers=h)).json()
     assert got["status"] == "cancelled" and got["finished_at"] is not None
 
@@ -277,6 +277,22 @@ async def test_retry_starts_a_new_run(api) -> None:  # type: ignore[no-untyped-d
         app, job, job_event("completed", ref(job), source="t", attempt=2, result={"artifacts": []})
     )
     assert (await client.get(f"/v1/jobs/{job['id']}", headers=h)).json()["status"] == "queued"
+
+
+async def test_retry_of_a_cancelled_job_keeps_its_old_run_cancelled(api) -> None:  # type: ignore[no-untyped-def]
+    app, client = api
+    bus = app.state.bus
+    h = await new_tenant_key(app)
+    job = (await submit(client, h, [await insert_upload(app, h)])).json()
+    assert (await client.post(f"/v1/jobs/{job['id']}/cancel", headers=h)).status_code == 202
+    retried = await client.post(f"/v1/jobs/{job['id']}/retry", headers=h)
+    assert retried.status_code == 202 and retried.json()["run"] == 2
+    # run 1's message is still in JOBS: workers must drop it; run 2 must run
+    assert await bus.cancelled_through(job["id"]) == 1
+    assert await bus.is_cancel_requested(job["id"], 1)
+    assert not await bus.is_cancel_requested(job["id"], 2)
+    assert (await client.post(f"/v1/jobs/{job['id']}/cancel", headers=h)).status_code == 202
+    assert await bus.cancelled_through(job["id"]) == 2
 
 
 async def test_cursor_pagination(api) -> None:  # type: ignore[no-untyped-def]

@@ -250,7 +250,7 @@ async def test_cancel_running_job_kills_process_tree(bus, env):  # type: ignore[
         assert _sleepers(j.job_id) >= 2
         assert await LocalStore(env["store"]).head(f"jobs/{j.job_id}/partial.bin") is not None
         t0 = time.monotonic()
-        await bus.request_cancel(j.job_id)
+        await bus.request_cancel(j.job_id, j.run)
         evs = await wait_for_event(bus, j.job_id, "job.cancelled", 5)
         assert time.monotonic() - t0 < 5
     assert _sleepers(j.job_id) == 0
@@ -261,7 +261,7 @@ async def test_cancel_running_job_kills_process_tree(bus, env):  # type: ignore[
 async def test_cancel_before_start_never_runs(bus, env):  # type: ignore[no-untyped-def]
     j = job(seconds=0.1)
     await bus.submit(j)
-    await bus.request_cancel(j.job_id)
+    await bus.request_cancel(j.job_id, j.run)
     async with InProcessWorker(bus, env):
         await wait_for_event(bus, j.job_id, "job.cancelled")
     assert runs(env["runs"], j.job_id) == []
@@ -400,8 +400,34 @@ async def test_cancel_while_queued_behind_a_busy_worker_never_runs(bus, env):  #
         await bus.submit(busy)
         await wait_for_event(bus, busy.job_id, "job.started")
         await bus.submit(queued)
-        await bus.request_cancel(queued.job_id)
+        await bus.request_cancel(queued.job_id, queued.run)
         evs = await wait_for_event(bus, queued.job_id, "job.cancelled")
     assert [e.type for e in evs] == ["job.cancelled"]
     assert runs(env["runs"], queued.job_id) == []
     assert runs(env["runs"], busy.job_id) == [1]
+
+
+async def test_retry_after_cancel_runs_only_the_new_run(bus, env):  # type: ignore[no-untyped-def]
+    """Cancel while queued, then retry: run 1's message is still in JOBS and is dropped;
+    only run 2 executes (the API keeps run 1 cancelled and publishes run 2)."""
+    first = job(seconds=0.1, artifact=False)
+    await bus.submit(first)
+    await bus.request_cancel(first.job_id, 1)
+    second = first.model_copy(update={"run": 2})
+    await bus.submit(second)
+    async with InProcessWorker(bus, env, concurrency=1):
+        evs = await wait_for_event(bus, first.job_id, "job.completed")
+    assert runs(env["runs"], first.job_id) == [1]  # one execution: run 2's first attempt
+    by_run = {(e.data["run"], e.type) for e in evs}
+    assert (1, "job.cancelled") in by_run and (1, "job.started") not in by_run
+    assert {(2, "job.started"), (2, "job.completed")} <= by_run
+
+
+async def test_cancel_seen_live_stops_only_runs_up_to_the_cancelled_one(bus, env):  # type: ignore[no-untyped-def]
+    running = job(run=2, seconds=3.0, artifact=False)
+    async with InProcessWorker(bus, env, concurrency=1):
+        await bus.submit(running)
+        await wait_for_event(bus, running.job_id, "job.started")
+        await bus.request_cancel(running.job_id, 1)  # an older run: not this one
+        evs = await wait_for_event(bus, running.job_id, "job.completed", 30)
+    assert "job.cancelled" not in {e.type for e in evs}

@@ -14,7 +14,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from ..contracts import PRIORITIES, Event, JobMessage, JobSpec
 from . import topology as t
@@ -95,34 +95,46 @@ class Bus:
                 f.cancel()
             raise
 
-    async def request_cancel(self, job_id: str) -> None:
-        """Ask workers to cancel ``job_id`` (seen before start and while running)."""
-        kv = await self._cancel_kv()
-        await kv.put(job_id, b"1")
+    async def request_cancel(self, job_id: str, run: int) -> None:
+        """Cancel runs ``<= run`` of ``job_id`` (seen before start and while running).
 
-    async def is_cancel_requested(self, job_id: str) -> bool:
+        The bucket's value for the job is the highest cancelled run (ASCII decimal), so a
+        later run (a retry) is not affected while every message of the cancelled runs still
+        in JOBS is dropped when a worker pulls it.
+        """
+        kv = await self._cancel_kv()
+        await kv.put(job_id, str(int(run)).encode())
+
+    async def cancelled_through(self, job_id: str) -> int:
+        """The highest cancelled run of ``job_id``; ``0`` when none was cancelled."""
         kv = await self._cancel_kv()
         try:
             entry = await kv.get(job_id)
         except (KeyNotFoundError, NotFoundError):
-            return False
-        return entry is not None and entry.value == b"1"
+            return 0
+        return parse_cancel_value(entry.value if entry is not None else None)
 
-    async def cancel_requests(self) -> list[str]:
-        """Job ids with a cancel request in the bucket now (its live keys)."""
-        kv = await self._cancel_kv()
-        try:
-            return list(await kv.keys())
-        except NoKeysError:
-            return []
+    async def is_cancel_requested(self, job_id: str, run: int) -> bool:
+        """Whether run ``run`` of ``job_id`` is cancelled."""
+        return run <= await self.cancelled_through(job_id)
 
-    async def clear_cancel(self, job_id: str) -> None:
-        """Forget a cancel request (used when a cancelled job is retried)."""
+    async def cancel_requests(self) -> dict[str, int]:
+        """Every job in the cancel bucket now: ``job id -> highest cancelled run``."""
         kv = await self._cancel_kv()
+        watcher = await kv.watchall(ignore_deletes=True)
+        out: dict[str, int] = {}
         try:
-            await kv.delete(job_id)
-        except (KeyNotFoundError, NotFoundError):
-            pass
+            while True:
+                entry = await watcher.updates(timeout=self.timeout_s)
+                if entry is None:  # the initial values are all delivered
+                    return out
+                through = parse_cancel_value(entry.value)
+                if through:
+                    out[entry.key] = through
+                else:
+                    out.pop(entry.key, None)
+        finally:
+            await watcher.stop()
 
     async def dead_letter(
         self, job: JobMessage, *, reason: str, attempts: int, last_error: str = ""
@@ -284,6 +296,14 @@ class Bus:
                 await self.nc.drain()
             except Exception:
                 await self.nc.close()
+
+
+def parse_cancel_value(value: bytes | None) -> int:
+    """The highest cancelled run a ``job_cancel`` value names; ``0`` for none / garbage."""
+    try:
+        return max(int(value or b"0"), 0)
+    except ValueError:
+        return 0
 
 
 def _event_msg(event: Event) -> tuple[str, bytes, dict[str, str]]:

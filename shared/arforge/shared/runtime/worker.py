@@ -128,8 +128,9 @@ class Worker:
         async def on_cancel(msg: Msg) -> None:
             job_id = msg.subject.rsplit(".", 1)[-1]
             op = msg.headers.get("KV-Operation") if msg.headers else None
-            if self.cancels.update(job_id, msg.data, op):
-                self._cancel_running(job_id)
+            through = self.cancels.update(job_id, msg.data, op)
+            if through:
+                self._cancel_running(job_id, through)
 
         for job_type in self.handlers:
             self._subs.append(await nc.subscribe(f"jobs.{job_type}.*", cb=on_publish))
@@ -138,9 +139,10 @@ class Worker:
         await nc.flush()
         self.cancels.load(await self.bus.cancel_requests())
 
-    def _cancel_running(self, job_id: str) -> None:
+    def _cancel_running(self, job_id: str, through_run: int) -> None:
+        """Stop the job's running attempt if its run is ``<= through_run``."""
         running = self._running.get(job_id)
-        if running is not None and running.stop_reason is None:
+        if running is not None and running.stop_reason is None and running.job.run <= through_run:
             running.stop_reason = "cancelled"
             running.task.cancel()
 
@@ -280,7 +282,7 @@ class Worker:
             job_id=job.job_id, job_type=job.type, attempt=attempt
         )
         try:
-            if self.cancels.requested(job.job_id):
+            if self.cancels.requested(job.job_id, job.run):
                 await self._finish_cancelled(job, jd, source, attempt, msg)
                 return
             await self._attempt(job, jd, spec, source, attempt, msg)
@@ -518,8 +520,9 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await running.msg.in_progress()
                 with contextlib.suppress(Exception):
-                    if await self.bus.is_cancel_requested(job_id):
-                        self._cancel_running(job_id)
+                    through = await self.bus.cancelled_through(job_id)
+                    if through:
+                        self._cancel_running(job_id, through)
 
     async def _emit_nowait(self, event: Any) -> asyncio.Future[Any] | None:
         """Publish a non-critical event once without waiting; its PubAck future or None."""

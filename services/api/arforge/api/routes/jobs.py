@@ -289,7 +289,7 @@ async def cancel_job(
         if row["status"] in TERMINAL:
             raise ApiError(409, "job_finished", f"the job already ended ({row['status']})")
         cancelled = await q.mark_cancelled(conn, row["id"])
-    await bus.request_cancel(str(row["id"]))
+    await bus.request_cancel(str(row["id"]), row["run"])
     if cancelled is not None:
         await bus.emit(job_event(JobStatus.cancelled, job_ref(cancelled), source=SOURCE, attempt=0))
         row = cancelled
@@ -299,14 +299,15 @@ async def cancel_job(
 async def resubmit(conn: Any, bus: Any, job_id: Any) -> Any:
     """Start a new run of a failed / cancelled job and publish it; ``None`` if not allowed.
 
-    Clears the cancel request and removes the job's message from the DLQ. A failed publish
-    is left to the republisher (:mod:`arforge.api.outbox`).
+    Removes the job's message from the DLQ. The cancel request of earlier runs stays: a
+    message of a cancelled run still in JOBS is dropped when a worker pulls it, while the
+    new run (``run + 1``) is not affected. A failed publish is left to the republisher
+    (:mod:`arforge.api.outbox`).
     """
     async with conn.transaction():
         row = await q.start_new_run(conn, job_id)
     if row is None:
         return None
-    await bus.clear_cancel(str(row["id"]))
     await bus.delete_dead_letter(str(row["id"]))
     await publish_and_mark(conn, bus, row)
     return row
