@@ -208,3 +208,29 @@ async def test_published_marks_match_the_run_and_flush_on_stop(
         assert await published_at(app, ids[0]) is not None
         assert await published_at(app, ids[1]) is not None
         assert await published_at(app, ids[2]) is None
+
+
+async def test_batched_stamps_lock_rows_in_id_order_like_the_tracker(api) -> None:  # type: ignore[no-untyped-def]
+    """A tracker transaction holding the lower id and then taking the higher one must not
+    deadlock with a stamp batch that names the rows the other way round."""
+    from arforge.api.db import jobs as q
+
+    app, client = api
+    h = await new_tenant_key(app)
+    up = await insert_upload(app, h)
+    fail_submits(app.state.bus, 2, after_store=False)  # rows stay unstamped
+    body = {"type": "photogrammetry", "inputs": [up]}
+    ids = [(await client.post("/v1/jobs", json=body, headers=h)).json()["id"] for _ in "ab"]
+    low, high = sorted(uuid.UUID(i) for i in ids)
+    pool = app.state.pool
+    async with pool.acquire() as tracker_conn, pool.acquire() as stamp_conn:
+        tx = tracker_conn.transaction()
+        await tx.start()
+        await tracker_conn.execute("SET LOCAL lock_timeout = '5s'")
+        await tracker_conn.execute("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE", low)
+        stamping = asyncio.create_task(q.mark_published_many(stamp_conn, [(high, 1), (low, 1)]))
+        await asyncio.sleep(0.3)  # the batch now waits for `low` (and holds nothing)
+        assert not stamping.done()
+        await tracker_conn.execute("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE", high)
+        await tx.commit()
+        assert await asyncio.wait_for(stamping, 10) == 2

@@ -89,10 +89,14 @@ async def mark_published_many(conn: Any, runs: list[tuple[uuid.UUID, int]]) -> i
     rows were stamped."""
     if not runs:
         return 0
+    # Lock the rows in id order first, as the tracker does: two transactions that lock
+    # several job rows in the same order cannot deadlock.
     res = await conn.execute(
-        "UPDATE jobs SET bus_published_at = now()"
-        " FROM unnest($1::uuid[], $2::int[]) AS v(id, run)"
-        " WHERE jobs.id = v.id AND jobs.run = v.run AND jobs.bus_published_at IS NULL",
+        "UPDATE jobs SET bus_published_at = now() FROM ("
+        " SELECT j.id FROM jobs j JOIN unnest($1::uuid[], $2::int[]) AS v(id, run)"
+        " ON j.id = v.id AND j.run = v.run WHERE j.bus_published_at IS NULL"
+        " ORDER BY j.id FOR NO KEY UPDATE OF j) AS locked"
+        " WHERE jobs.id = locked.id",
         [r[0] for r in runs],
         [r[1] for r in runs],
     )

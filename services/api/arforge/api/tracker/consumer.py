@@ -10,6 +10,8 @@ import asyncio
 import logging
 from typing import Any
 
+import asyncpg
+
 from arforge.shared.contracts import Event, Registry
 from arforge.shared.settings import Settings
 
@@ -24,6 +26,7 @@ EVENTS_DURABLE = "tracker"
 ADVISORIES_DURABLE = "tracker-advisories"
 EVENTS_FILTER = "events.job.>"
 SWEEP_INTERVAL_S = 60.0
+BATCH_ATTEMPTS = 3  # writes of one batch before it is handed over message by message
 
 
 async def handle_event_message(pool: Any, data: bytes) -> None:
@@ -57,8 +60,16 @@ async def handle_event_batch(pool: Any, messages: list[Any]) -> None:
             events.append(event)
     if not events:
         return
-    async with pool.acquire() as conn:
-        await record_events(conn, events)
+    for attempt in range(1, BATCH_ATTEMPTS + 1):
+        try:
+            async with pool.acquire() as conn:
+                await record_events(conn, events)
+            return
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as e:
+            # another transaction locked rows in a conflicting order: nothing was written
+            if attempt == BATCH_ATTEMPTS:
+                raise
+            log.warning("event batch rolled back (%s); writing it again", type(e).__name__)
 
 
 async def run_tracker(settings: Settings, stop: asyncio.Event, *, ready: Any = None) -> None:

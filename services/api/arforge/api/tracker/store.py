@@ -77,7 +77,7 @@ async def record_event(conn: Any, event: Event) -> Decision | None:
         if seq is None:
             return None
         row = await conn.fetchrow(
-            f"SELECT {_STATE_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE", job_id
+            f"SELECT {_STATE_COLUMNS} FROM jobs WHERE id = $1 FOR NO KEY UPDATE", job_id
         )
         if row is None:
             log.warning("event %s for unknown job %s stored without a job update", event.id, job_id)
@@ -117,7 +117,8 @@ _INSERT_EVENTS = (
     " ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 _LOCK_JOBS = (
-    f"SELECT id, {_STATE_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+    f"SELECT id, {_STATE_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[])"
+    " ORDER BY id FOR NO KEY UPDATE"
 )
 _COLUMN_TYPES = {
     "status": "text",
@@ -192,7 +193,7 @@ async def record_events(conn: Any, events: Sequence[Event]) -> BatchPlan:
     order: events without a valid job id are skipped with a warning, an event id already
     stored (or earlier in ``events``) changes nothing, an event of an unknown job is stored
     and changes nothing. Statements: one multi-row ``job_events`` insert; one ``SELECT ...
-    ORDER BY id FOR UPDATE`` of the jobs of the newly stored events (id order, so trackers
+    ORDER BY id FOR NO KEY UPDATE`` of the jobs of the newly stored events (id order, so trackers
     sharing the durable cannot deadlock on the rows); one ``UPDATE`` of every changed job;
     one ``dead_letters`` insert per dead-letter row. Returns the :class:`BatchPlan` applied
     (``plan.decisions`` maps each newly stored event id to its decision). Raises whatever
