@@ -829,6 +829,7 @@ def stop_profilers(procs: list[Any]) -> None:
 # --- child roles -----------------------------------------------------------------------
 def role_arforge_worker(cfg: dict[str, Any]) -> None:
     """The real Worker serving the no-op type, configured like ``run_worker`` does."""
+    from arforge.shared import aio
     from arforge.shared.bus import connect
     from arforge.shared.contracts import JobResult
     from arforge.shared.logging import configure_logging
@@ -858,7 +859,7 @@ def role_arforge_worker(cfg: dict[str, Any]) -> None:
         finally:
             await bus.close()
 
-    asyncio.run(main())
+    aio.run(main())  # as run_worker does
 
 
 def role_arq_worker(cfg: dict[str, Any]) -> None:

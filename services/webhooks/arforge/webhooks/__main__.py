@@ -13,6 +13,7 @@ import sys
 
 import structlog
 
+from arforge.shared import aio
 from arforge.shared.bus import connect
 from arforge.shared.settings import get_settings
 
@@ -56,4 +57,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(aio.run(main()))

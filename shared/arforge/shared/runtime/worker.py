@@ -48,6 +48,7 @@ import structlog
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
+from .. import aio
 from ..bus import Bus
 from ..bus import topology as topo
 from ..contracts import JobMessage, JobResult, JobSpec, JobStatus, Registry, job_event
@@ -633,4 +634,4 @@ def run_worker(handlers: dict[str, Handler], *, service: str | None = None) -> N
             await bus.close()
             await store.close()
 
-    asyncio.run(main())
+    aio.run(main())

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
+from arforge.shared import aio
+from arforge.shared.logging import configure_logging
 from arforge.shared.settings import get_settings
 
 from .consumer import run_tracker
@@ -21,10 +22,8 @@ async def _main() -> None:
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    asyncio.run(_main())
+    configure_logging("tracker", level=settings.log_level, json=settings.log_json)
+    aio.run(_main())
 
 
 if __name__ == "__main__":
