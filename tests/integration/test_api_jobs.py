@@ -129,6 +129,29 @@ async def test_validation_errors_have_field_lists(api) -> None:  # type: ignore[
     assert await app.state.pool.fetchval("SELECT count(*) FROM jobs") == 0
 
 
+async def test_input_sets_that_cannot_make_a_model_are_refused_at_submit(api) -> None:  # type: ignore[no-untyped-def]
+    app, client = api
+    h = await new_tenant_key(app)
+    photos = [await insert_upload(app, h, kind="image") for _ in range(3)]
+    video = await insert_upload(app, h)
+    err = assert_error(await submit(client, h, photos[:1]), 422, "invalid_inputs")
+    assert err["message"] == "photogrammetry needs at least 3 overlapping photos, got 1"
+    err = assert_error(await submit(client, h, [video, photos[0]]), 422, "invalid_inputs")
+    assert "video must be the only input" in err["message"]
+    assert (await submit(client, h, photos)).status_code == 201
+    assert (await submit(client, h, [video])).status_code == 201
+
+
+async def test_an_upload_whose_file_is_gone_is_refused(api) -> None:  # type: ignore[no-untyped-def]
+    app, client = api
+    h = await new_tenant_key(app)
+    up = await insert_upload(app, h)
+    assert await app.state.store.delete_prefix(f"uploads/{up}/") == 1
+    err = assert_error(await submit(client, h, [up]), 422, "input_missing")
+    assert up in err["message"] and "upload it again" in err["message"]
+    assert await app.state.pool.fetchval("SELECT count(*) FROM jobs") == 0
+
+
 async def test_unimplemented_types_stay_in_openapi(api) -> None:  # type: ignore[no-untyped-def]
     app, client = api
     assert not app.state.registry["splatting"].implemented

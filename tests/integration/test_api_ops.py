@@ -21,6 +21,7 @@ from arforge.api.testing import (
 )
 from arforge.api.tracker.store import record_event
 from arforge.shared.contracts import job_event
+from arforge.shared.storage import LocalStore
 
 
 @pytest.fixture
@@ -207,6 +208,9 @@ async def test_entry_points_serve_and_track(nats_server, fresh_db: str, tmp_path
                 uid,
                 uuid.UUID(tenant.id),
                 f"uploads/{uid}/a.mp4",
+            )
+            await LocalStore(tmp_path / "store").put_bytes(
+                f"uploads/{uid}/a.mp4", b"\0" * 10, content_type="video/mp4"
             )
             resp = await client.post(
                 "/v1/jobs",

@@ -431,3 +431,29 @@ async def test_cancel_seen_live_stops_only_runs_up_to_the_cancelled_one(bus, env
         await bus.request_cancel(running.job_id, 1)  # an older run: not this one
         evs = await wait_for_event(bus, running.job_id, "job.completed", 30)
     assert "job.cancelled" not in {e.type for e in evs}
+
+
+async def test_missing_input_object_fails_at_once_with_a_code(bus, env):  # type: ignore[no-untyped-def]
+    """An input deleted from storage after submit: job.failed input_missing, no retries."""
+    from arforge.shared.contracts import InputRef
+    from arforge.shared.errors import JobFailed
+    from arforge.shared.runtime import JobContext
+
+    j = job()
+    ref = InputRef(
+        upload_id=str(uuid.uuid4()),
+        key="uploads/gone/source.mp4",
+        kind="video",
+        content_type="video/mp4",
+    )
+    ctx = JobContext(
+        job=j.model_copy(update={"inputs": [ref]}),
+        spec=sleep_registry()["sleep"],
+        attempt=1,
+        workdir=env["work"] / "ctx",
+        store=LocalStore(env["store"]),
+        progress_sink=lambda f, s: None,
+    )
+    with pytest.raises(JobFailed) as e:
+        await ctx.fetch_inputs()
+    assert e.value.code == "input_missing" and ref.upload_id in e.value.message

@@ -61,7 +61,8 @@ async def new_tenant_key(app: FastAPI, name: str | None = None) -> dict[str, str
 async def insert_upload(
     app: FastAPI, headers: dict[str, str], *, kind: str = "video", size: int = 1000
 ) -> str:
-    """Insert an ``uploads`` row for the tenant of ``headers`` (bytes are not stored)."""
+    """Insert an ``uploads`` row for the tenant of ``headers`` and store ``size`` zero
+    bytes under its key (placeholder content: the API only checks the object exists)."""
     from .auth import tenant_for_key
 
     tenant = await tenant_for_key(app.state.pool, headers["Authorization"].split(" ", 1)[1])
@@ -79,4 +80,8 @@ async def insert_upload(
         size,
         f"source.{ext}",
     )
+    if app.state.store is not None:
+        ctype = {"video": "video/mp4", "image": "image/jpeg"}.get(kind, "application/octet-stream")
+        key = f"uploads/{uid}/source.{ext}"
+        await app.state.store.put_bytes(key, b"\0" * size, content_type=ctype)
     return str(uid)

@@ -98,9 +98,31 @@ class JobSpec:
 
     ``params`` validates the submitted parameters (422 on error), ``result`` validates
     what the handler returns, ``input_kinds`` lists the accepted upload kinds and how
-    many inputs a job takes, ``implemented`` is False for types whose worker does not
-    exist yet.
+    many inputs a job takes (``sole_kinds``: kinds that must come alone; ``min_images``:
+    the least number of photos when the inputs are single images), ``implemented`` is
+    False for types whose worker does not exist yet.
     """
+
+    def input_problem(self, kinds: list[str]) -> str | None:
+        """Why inputs of these upload kinds (in order) cannot make a job, or ``None``."""
+        n = len(kinds)
+        if not self.min_inputs <= n <= self.max_inputs:
+            return f"{self.type} takes {self.min_inputs} to {self.max_inputs} inputs, got {n}"
+        if self.input_kinds:
+            bad = sorted({k for k in kinds if k not in self.input_kinds})
+            if bad:
+                accepted = ", ".join(sorted(self.input_kinds))
+                return f"{self.type} does not take {', '.join(bad)} inputs; it accepts {accepted}"
+        sole = sorted({k for k in kinds if k in self.sole_kinds})
+        if sole and n > 1:
+            return (
+                f"a {sole[0]} must be the only input of a {self.type} job; "
+                "give one video, or a set of photos, not both"
+            )
+        only_photos = bool(kinds) and all(k == "image" for k in kinds)
+        if only_photos and n < self.min_images:
+            return f"{self.type} needs at least {self.min_images} overlapping photos, got {n}"
+        return None
 
     type: str
     description: str
@@ -110,6 +132,10 @@ class JobSpec:
     input_kinds: frozenset[str] = field(default_factory=frozenset)
     min_inputs: int = 0
     max_inputs: int = 1
+    # Kinds that must be the job's only input (one video, not a video plus photos).
+    sole_kinds: frozenset[str] = field(default_factory=frozenset)
+    # When every input is a single image: at least this many (0: no extra rule).
+    min_images: int = 0
     # False while no worker for the type exists in this version: the API refuses such jobs
     # (422 job_type_unavailable) instead of queueing them forever.
     implemented: bool = True

@@ -113,6 +113,8 @@ SEED_SPECS: tuple[JobSpec, ...] = (
         input_kinds=_VIDEO_OR_PHOTOS,
         min_inputs=1,
         max_inputs=500,
+        sole_kinds=frozenset({"video"}),
+        min_images=3,
     ),
     JobSpec(
         type="splatting",
@@ -124,6 +126,8 @@ SEED_SPECS: tuple[JobSpec, ...] = (
         input_kinds=_VIDEO_OR_PHOTOS,
         min_inputs=1,
         max_inputs=500,
+        sole_kinds=frozenset({"video"}),
+        min_images=3,
     ),
     JobSpec(
         type="ai-vision",

@@ -13,7 +13,8 @@ import structlog
 
 from .. import isolation
 from ..contracts import Artifact, JobMessage, JobSpec
-from ..storage.base import ObjectStore
+from ..errors import JobFailed
+from ..storage.base import ObjectNotFound, ObjectStore
 
 ProgressSink = Callable[[float, str], None]
 
@@ -73,13 +74,25 @@ class JobContext:
         return report
 
     async def fetch_inputs(self) -> list[Path]:
-        """Download every input to ``workdir/inputs``; returns local paths in input order."""
+        """Download every input to ``workdir/inputs``; returns local paths in input order.
+
+        Raises ``JobFailed("input_missing")`` (not retried) when an input's object is no
+        longer in storage.
+        """
         dest = self.workdir / "inputs"
         dest.mkdir(parents=True, exist_ok=True)
         paths = []
         for i, ref in enumerate(self.job.inputs):
             ext = Path(ref.key).suffix
-            paths.append(await self.store.get_file(ref.key, dest / f"{i:04d}{ext}"))
+            try:
+                paths.append(await self.store.get_file(ref.key, dest / f"{i:04d}{ext}"))
+            except ObjectNotFound:
+                raise JobFailed(
+                    "input_missing",
+                    f"The file of upload {ref.upload_id} is no longer in storage; upload it "
+                    "again and submit a new job.",
+                    {"upload_id": ref.upload_id, "key": ref.key},
+                ) from None
         return paths
 
     def artifact_key(self, name: str) -> str:

@@ -77,8 +77,10 @@ def _validate_params(registry: Registry, body: JobCreate) -> dict[str, Any]:
 
 
 async def _resolve_inputs(
-    conn: Any, registry: Registry, tenant: Tenant, body: JobCreate
+    conn: Any, registry: Registry, tenant: Tenant, body: JobCreate, store: ObjectStore | None
 ) -> list[dict[str, Any]]:
+    """The job's input refs from the tenant's uploads; 422 ``invalid_inputs`` when the set
+    cannot make a job of this type, ``input_missing`` when an upload's file is gone."""
     spec = registry[body.type]
     n = len(body.inputs)
     if not spec.min_inputs <= n <= spec.max_inputs:
@@ -108,6 +110,12 @@ async def _resolve_inputs(
                 "invalid_inputs",
                 f"upload {uid} is a {up['kind']}; {spec.type} accepts {kinds}",
             )
+        if store is not None and await store.head(up["key"]) is None:
+            raise ApiError(
+                422,
+                "input_missing",
+                f"the file of upload {uid} is no longer in storage; upload it again",
+            )
         out.append(
             {
                 "upload_id": str(uid),
@@ -118,6 +126,9 @@ async def _resolve_inputs(
                 "size": up["size"],
             }
         )
+    problem = spec.input_problem([i["kind"] for i in out])
+    if problem is not None:
+        raise ApiError(422, "invalid_inputs", problem)
     return out
 
 
@@ -159,6 +170,7 @@ async def create_job(
     registry: Annotated[Registry, Depends(get_registry)],
     bus: Annotated[Any, Depends(get_bus)],
     marks: Annotated[Any, Depends(get_marks)],
+    store: Annotated[ObjectStore, Depends(get_store)],
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", max_length=200, min_length=1)
     ] = None,
@@ -170,7 +182,7 @@ async def create_job(
             if existing is not None:
                 return _idempotent_replay(existing, digest, response)
         params = _validate_params(registry, body)
-        inputs = await _resolve_inputs(conn, registry, tenant, body)
+        inputs = await _resolve_inputs(conn, registry, tenant, body, store)
         job_id = str(uuid.uuid4())
         row = await q.insert_job(
             conn,
