@@ -334,7 +334,9 @@ async def test_sigterm_lets_running_job_finish_within_grace(bus, env, nats_serve
 
 
 async def test_sigterm_past_grace_hands_job_back_never_lost(bus, env, nats_server):  # type: ignore[no-untyped-def]
-    w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=1.0, grace=0.5)
+    # ack_wait 10 s: a hand-back that did not reach the server would show as a 10 s wait
+    await bus.ensure_topology(sleep_registry(), ack_wait_s=10.0)
+    w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=10.0, grace=0.5)
     j = job(seconds=4.0)
     await bus.submit(j)
     deadline = time.monotonic() + 20
@@ -347,8 +349,10 @@ async def test_sigterm_past_grace_hands_job_back_never_lost(bus, env, nats_serve
     assert "job.completed" not in {e.type for e in evs}
     assert evs[-1].type == "job.retrying"
     assert evs[-1].data["error"]["code"] == "worker_shutdown"
-    async with InProcessWorker(bus, env):
+    t0 = time.monotonic()
+    async with InProcessWorker(bus, env, ack_wait_s=10.0):
         await wait_for_event(bus, j.job_id, "job.completed", 30)
+    assert time.monotonic() - t0 < 8  # picked up at once (4 s of work), not after ack_wait
     assert runs(env["runs"], j.job_id) == [1, 2]
 
 
