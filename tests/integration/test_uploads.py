@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -250,8 +251,9 @@ async def test_over_cap_via_real_socket(  # type: ignore[no-untyped-def]
 
 
 async def test_client_disconnect_mid_upload_cleans_spool(  # type: ignore[no-untyped-def]
-    nats_server, fresh_db: str, tmp_path: Path, spool: Path
+    nats_server, fresh_db: str, tmp_path: Path, spool: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
     settings.max_upload_bytes = CAP
     async with uvicorn_api(settings) as (app, port):
@@ -272,6 +274,9 @@ async def test_client_disconnect_mid_upload_cleans_spool(  # type: ignore[no-unt
         assert files_under(spool) == set()
         assert files_under(tmp_path / "store" / "objects") == set()
         assert await app.state.pool.fetchval("SELECT count(*) FROM uploads") == 0
+    # a hang-up is logged as such, not as a server error with a traceback
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "client disconnected during POST /v1/uploads" in caplog.text
 
 
 # --- Q-02 / V-06: sniffed, not trusted ------------------------------------------------

@@ -7,6 +7,7 @@ default 404 / 405 / other HTTP errors onto that shape.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+log = logging.getLogger("arforge.api")
 
 
 class FieldError(BaseModel):
@@ -127,6 +131,13 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_json(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
 
 
+async def _client_gone(request: Request, _: Exception) -> JSONResponse:
+    # The client hung up mid-request (e.g. an upload cut short): nobody will read the
+    # answer and the handler has cleaned up; not a server error worth a traceback.
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return error_json(400, "client_disconnected", "the client closed the connection")
+
+
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     return error_json(500, "internal_error", "the server failed to handle this request")
 
@@ -136,6 +147,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unhandled)
 
 
