@@ -267,6 +267,21 @@ async def test_cancel_retrying_job_is_cancelled_at_once(api) -> None:  # type: i
     assert await app.state.bus.is_cancel_requested(job["id"], 1)
     got = (await client.get(f"/v1/jobs/{job['id']}", headers=h)).json()
     assert got["status"] == "cancelled" and got["finished_at"] is not None
+    assert got["error"] is None  # the retrying attempt's timeout is not the job's outcome
+
+
+async def test_progress_reads_back_without_float4_noise(api) -> None:  # type: ignore[no-untyped-def]
+    app, client = api
+    h = await new_tenant_key(app)
+    job = (await submit(client, h, [await insert_upload(app, h)])).json()
+    await feed(
+        app,
+        job,
+        job_event("started", ref(job), source="t", attempt=1),
+        job_event("progress", ref(job), source="t", attempt=1, seq=1, fraction=0.1137, stage="sfm"),
+    )
+    got = (await client.get(f"/v1/jobs/{job['id']}", headers=h)).json()
+    assert got["progress"] == {"fraction": 0.1137, "stage": "sfm"}
 
 
 async def test_retry_starts_a_new_run(api) -> None:  # type: ignore[no-untyped-def]

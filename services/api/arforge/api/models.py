@@ -149,7 +149,10 @@ def job_from_row(row: Any) -> Job:
         status=row["status"],
         run=row["run"],
         attempt=row["attempt"],
-        progress=JobProgress(fraction=float(row["progress"]), stage=row["progress_stage"]),
+        # float4 column: round off the binary noise (0.1137000024318695 -> 0.1137)
+        progress=JobProgress(
+            fraction=round(float(row["progress"]), 4), stage=row["progress_stage"]
+        ),
         params=row["params"] or {},
         inputs=[InputRef.model_validate(i) for i in row["inputs"] or []],
         result=row["result"],

@@ -173,7 +173,8 @@ async def mark_cancelled(conn: asyncpg.Connection, job_id: Any) -> Any:
     (a retrying job waits for its delayed redelivery; a worker that picks it up sees the
     cancel key and ends it with the same, deduplicated ``job.cancelled`` event)."""
     return await conn.fetchrow(
-        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now()"
+        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(),"
+        " error_code = NULL, error_message = NULL"
         f" WHERE id = $1 AND status IN ('queued', 'retrying') RETURNING {JOB_COLUMNS}",
         job_id,
     )
