@@ -23,6 +23,11 @@ One streaming pass over the video with PyAV (frame-threaded decoding):
 * **Cheap.** Only a window's winning frame is converted to RGB, at its output size
   (swscale area filter), and written as JPEG; other frames cost a decode and a 640 px
   grey Laplacian.
+* **Damage is reported, never silent.** Packets the decoder rejects and frames it
+  outputs with concealed errors (skipped) are counted; the report says where decoding
+  failed (:mod:`.decode_damage`) and carries ``warnings`` for the job result. A damaged
+  or cut-short file left with fewer than ``min_frames`` frames fails
+  ``corrupt_container``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from PIL import Image
 
 from arforge.shared.errors import JobFailed
 
+from .decode_damage import DecodeDamage, assess, too_few_frames, warnings_for
 from .images import PhotoReport, prepare_photos
 from .orientation import DisplayTransform
 from .probe import VideoProbe, pick_video_stream, probe_video
@@ -69,6 +75,14 @@ class FrameReport:
     order among non-duplicate frames) and ``sharpness`` (variance of the Laplacian).
     ``width`` x ``height``: upright source size; ``output_width`` x ``output_height``:
     written size. ``mode``: ``"every_frame"`` or ``"windows"``.
+
+    Damage (see :class:`.decode_damage.DecodeDamage`): ``truncated`` (the file ends
+    before the frames it lists), ``damaged`` (the decoder rejected data:
+    ``decode_errors`` packets, ``corrupt_frames`` concealed frames skipped),
+    ``expected_frames`` (listed by the container), ``missing_frames`` (listed, never
+    decoded), ``damaged_at_frame`` (1-based) and ``damaged_at_s`` (seconds from the first
+    frame; of ``duration_s``): the first frame lost. ``decoded`` counts intact frames
+    only. ``warnings``: sentences for the job result (empty for an intact file).
     """
 
     source: str
@@ -86,6 +100,14 @@ class FrameReport:
     rotation: int
     hdr: str | None
     truncated: bool
+    damaged: bool
+    decode_errors: int
+    corrupt_frames: int
+    expected_frames: int
+    missing_frames: int
+    damaged_at_frame: int | None
+    damaged_at_s: float | None
+    duration_s: float
     sharpness_reference: float
     blur_threshold: float
     elapsed_s: float
@@ -93,6 +115,7 @@ class FrameReport:
     timestamps_s: list[float] = field(default_factory=list)
     frame_indices: list[int] = field(default_factory=list)
     sharpness: list[float] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +129,27 @@ class _Candidate:
     laplacian_var: float
     normalized: float
     tmp: Path | None = None
+
+
+@dataclass
+class _Tally:
+    """Counts of one decoding pass: intact frames (``decoded``, their timestamps in
+    ``seen_pts``), repeats skipped, rejected packets, concealed frames' timestamps."""
+
+    decoded: int = 0
+    duplicates: int = 0
+    decode_errors: int = 0
+    seen_pts: set[int] = field(default_factory=set)
+    corrupt_pts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Read:
+    """How reading went: ``truncated`` once a demux error stopped it, ``decode_errors``
+    packets rejected by the decoder on the way."""
+
+    truncated: bool = False
+    decode_errors: int = 0
 
 
 class _Windows:
@@ -139,6 +183,7 @@ def extract_keyframes(
     blur_ratio: float = 0.25,
     min_sharpness: float = 6.0,
     min_keyframes: int = 3,
+    min_frames: int = 8,
     jpeg_quality: int = 95,
 ) -> FrameReport:
     """Pick up to ``max_frames`` sharp, upright keyframes from ``video`` into ``out_dir``.
@@ -149,10 +194,13 @@ def extract_keyframes(
     ``probe``: a :func:`~.probe.probe_video` result to reuse (probed here otherwise, so
     every probe failure code applies). ``blur_ratio`` / ``min_sharpness``: see the module
     docstring (``min_sharpness`` is a raw Laplacian variance, 8-bit grey, 640 px).
+    ``min_frames``: a damaged or truncated video must still give this many distinct
+    intact frames (the probe's floor for a whole video).
 
     Raises ``JobFailed``: the probe codes, ``hdr_unsupported`` (HDR with
     ``hdr="reject"``), ``blurry_input`` (fewer than ``min_keyframes`` frames pass the
-    blur test), ``corrupt_container`` (nothing decodes).
+    blur test), ``corrupt_container`` (nothing decodes, or damage / a cut left fewer than
+    ``min_frames`` frames; details say where decoding failed).
     """
     t0 = time.perf_counter()
     video = Path(video)
@@ -169,7 +217,7 @@ def extract_keyframes(
     candidates: list[_Candidate] = []
     norms: list[float] = []
     raws: list[float] = []
-    stats = {"decoded": 0, "duplicates": 0}
+    stats = _Tally()
     truncated = probe.truncated
     out_size: tuple[int, int] = (0, 0)
     try:
@@ -178,15 +226,19 @@ def extract_keyframes(
             on_progress,
         )  # fmt: skip
         truncated = truncated or probe.truncated
+        damage = _assess(probe, stats)
+        usable = stats.decoded - stats.duplicates
+        if (damage.damaged or truncated) and usable < min_frames:
+            raise too_few_frames(damage, usable, min_frames, truncated, video.name)
         reference = float(np.percentile(norms, 90)) if norms else 0.0
         threshold = blur_ratio * reference
         raw_reference = float(np.percentile(raws, 90)) if raws else 0.0
         if raw_reference < min_sharpness:
             raise JobFailed(
                 "blurry_input",
-                f"All {stats['decoded']} frames are blurred (sharpness {raw_reference:.1f}, "
+                f"All {stats.decoded} frames are blurred (sharpness {raw_reference:.1f}, "
                 f"needs {min_sharpness:.1f}); film slower, in more light, and hold focus.",
-                {"decoded": stats["decoded"], "sharpness": raw_reference, "floor": min_sharpness},
+                {"decoded": stats.decoded, "sharpness": raw_reference, "floor": min_sharpness},
             )
         kept = [c for c in candidates if c.normalized >= threshold]
         if len(kept) < min(min_keyframes, len(candidates)) or not kept:
@@ -199,8 +251,8 @@ def extract_keyframes(
         report = FrameReport(
             source=video.name,
             mode="every_frame" if windows.every_frame else "windows",
-            decoded=stats["decoded"],
-            duplicates=stats["duplicates"],
+            decoded=stats.decoded,
+            duplicates=stats.duplicates,
             windows=windows.count,
             candidates=len(candidates),
             kept=len(kept),
@@ -212,9 +264,18 @@ def extract_keyframes(
             rotation=probe.rotation,
             hdr=probe.hdr,
             truncated=truncated,
+            damaged=damage.damaged,
+            decode_errors=damage.decode_errors,
+            corrupt_frames=damage.corrupt_frames,
+            expected_frames=damage.expected_frames,
+            missing_frames=damage.missing_frames,
+            damaged_at_frame=damage.first_frame,
+            damaged_at_s=damage.first_s,
+            duration_s=round(probe.duration_s, 6),
             sharpness_reference=round(reference, 6),
             blur_threshold=round(threshold, 6),
             elapsed_s=0.0,
+            warnings=warnings_for(damage, stats.decoded, truncated),
         )
         tb = float(probe.time_base)
         for n, c in enumerate(kept, start=1):
@@ -236,6 +297,18 @@ def extract_keyframes(
     return report
 
 
+def _assess(probe: VideoProbe, stats: _Tally) -> DecodeDamage:
+    return assess(
+        probe.pts,
+        probe.time_base,
+        probe.duration_s,
+        max(probe.frame_count, probe.listed_frames),
+        stats.seen_pts,
+        stats.corrupt_pts,
+        stats.decode_errors,
+    )
+
+
 def _decode_and_pick(
     probe: VideoProbe,
     windows: _Windows,
@@ -245,13 +318,14 @@ def _decode_and_pick(
     candidates: list[_Candidate],
     norms: list[float],
     raws: list[float],
-    stats: dict[str, int],
+    stats: _Tally,
     on_progress: ProgressFn | None,
 ) -> tuple[bool, tuple[int, int]]:
     """Decode every frame once; keep the sharpest per window, written to a temp JPEG.
 
-    Appends to ``candidates`` / ``norms`` / ``raws`` and counts in ``stats``; returns (stopped
-    early on a read error, output size).
+    Appends to ``candidates`` / ``norms`` / ``raws`` and counts in ``stats`` (frames the
+    decoder flags as corrupt are counted there and skipped); returns (stopped early on a
+    read error, output size).
     """
     transform = probe.transform
     total = max(probe.frame_count, 1)
@@ -260,8 +334,8 @@ def _decode_and_pick(
     prev_small: np.ndarray | None = None
     last_pts: int | None = None
     index = 0
-    truncated = False
     out_size = (0, 0)
+    read = _Read()
 
     def finalize() -> None:
         nonlocal best, out_size
@@ -280,17 +354,19 @@ def _decode_and_pick(
         if stream is None or stream.codec_context is None:  # probe said otherwise: file changed
             raise JobFailed("no_video_stream", "The file has no decodable video stream.", {})
         stream.codec_context.thread_type = "AUTO"
-        for frame in _frames(container, stream):
-            if frame is None:
-                truncated = True
-                break
-            stats["decoded"] += 1
+        for frame in _frames(container, stream, read):
             pts = frame.pts
             if pts is None:  # raw streams (.h264): count on, as the probe did
                 step = max(int(frame.duration or 0), 1)
                 pts = (last_pts + step) if last_pts is not None else windows.pts0
+            if getattr(frame, "is_corrupt", False):  # concealed errors: garbage patches
+                stats.corrupt_pts.append(pts)
+                last_pts = pts if last_pts is None else max(last_pts, pts)
+                continue
+            stats.decoded += 1
+            stats.seen_pts.add(pts)
             if last_pts is not None and pts <= last_pts:
-                stats["duplicates"] += 1
+                stats.duplicates += 1
                 continue
             last_pts = pts
             small = analysis_image(luma(frame))
@@ -299,7 +375,7 @@ def _decode_and_pick(
                 and prev_small.shape == small.shape
                 and float(np.abs(prev_small - small).mean()) < DUPLICATE_MAD
             ):
-                stats["duplicates"] += 1
+                stats.duplicates += 1
                 continue
             prev_small = small
             sharp = measure(small)
@@ -311,32 +387,33 @@ def _decode_and_pick(
             if best is None or sharp.laplacian_var > best[1].laplacian_var:
                 best = (frame, _Candidate(w, index, pts, sharp.laplacian_var, sharp.normalized))
             index += 1
-            if on_progress is not None and stats["decoded"] % step_report == 0:
-                on_progress(min(stats["decoded"] / total, 0.99), "keyframes")
+            if on_progress is not None and stats.decoded % step_report == 0:
+                on_progress(min(stats.decoded / total, 0.99), "keyframes")
         finalize()
-    if stats["decoded"] == 0:
+    stats.decode_errors = read.decode_errors
+    if stats.decoded == 0:
         raise JobFailed(
             "corrupt_container",
             "No video frame could be decoded; upload incomplete?",
             {"file": Path(probe.path).name},
         )
-    return truncated, out_size
+    return read.truncated, out_size
 
 
-def _frames(container: Any, stream: Any) -> Any:
-    """Decoded frames of ``stream``; yields None once if reading stops on an error
-    (a file cut short), after the frames decoded so far. Undecodable packets are
-    skipped (the decoder conceals them)."""
+def _frames(container: Any, stream: Any, read: _Read) -> Any:
+    """Decoded frames of ``stream``. A packet the decoder rejects (invalid data) is
+    counted in ``read.decode_errors`` and skipped; if reading stops on an error (a file
+    cut short) the frames still buffered are flushed and ``read.truncated`` is set."""
     try:
         for packet in container.demux(stream):
             try:
                 yield from stream.decode(packet)
             except av.error.InvalidDataError:
-                continue
+                read.decode_errors += 1
     except av.error.FFmpegError:
+        read.truncated = True
         with contextlib.suppress(av.error.FFmpegError):
             yield from stream.decode(None)
-        yield None
 
 
 def _render(

@@ -85,13 +85,13 @@ def run_pipeline(
             "rotation": frames.rotation,
             "mode": frames.mode,
             "truncated": frames.truncated,
+            "damaged": frames.damaged,
+            "expected_frames": frames.expected_frames,
+            "damaged_at_frame": frames.damaged_at_frame,
+            "damaged_at_s": frames.damaged_at_s,
             "size": [frames.output_width, frames.output_height],
         }
-        if frames.truncated:
-            warnings.append(
-                f"the video is truncated (upload incomplete?): only {frames.decoded} frames "
-                "decoded before the break; the model uses those"
-            )
+        warnings.extend(frames.warnings)
     else:
         photos = prepare_photos(
             [p for p, _ in inputs],

@@ -59,6 +59,7 @@ class VideoProbe:
     container's own figures (None when 0/0). ``vfr``: frame intervals differ by more
     than 2%. ``hdr``: ``"pq"``, ``"hlg"`` or None. ``truncated``: the sample table
     lists more frames than the file holds (an upload cut short, but readable).
+    ``listed_frames``: frames the container's index lists (0 when it has none).
     ``pts`` (sorted, in ``time_base`` units) feeds keyframe windows; not reported.
     """
 
@@ -89,6 +90,7 @@ class VideoProbe:
     time_base: Fraction = field(repr=False)
     pts: tuple[int, ...] = field(repr=False)
     transform: DisplayTransform = field(repr=False, default=IDENTITY)
+    listed_frames: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (no timestamps list)."""
@@ -241,6 +243,7 @@ def probe_video(
             time_base=Fraction(time_base),
             pts=tuple(pts),
             transform=transform,
+            listed_frames=listed,
         )
     if probe.duration_s < min_duration_s or probe.frame_count < min_frames:
         raise JobFailed(
