@@ -71,10 +71,10 @@ def _patient(signum: int, frame: FrameType | None) -> None:
     err_console.print("arforge: still stopping the stack, please wait")
 
 
-def _print_ready(info) -> None:  # type: ignore[no-untyped-def]
+def _print_ready(info, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     console.print(f"\n[green]ARForge is ready[/] in {info.ready_after_s:.1f} s")
     console.print(f"  API       {info.api_url}   (docs: {info.api_url}/docs)")
-    console.print(f"  API key   {info.api_key}   (tenant default; also in .arforge/api-key)")
+    console.print(f"  API key   {info.api_key}   (tenant default; also in {data_dir / 'api-key'})")
     console.print(f"  NATS      {info.nats_url}")
     console.print(f"  Postgres  {info.postgres}")
     console.print(f"  workers   {', '.join(info.workers) or '(none installed)'}")
@@ -88,7 +88,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     rc = 0
     try:
         info = stack.start()
-        _print_ready(info)
+        _print_ready(info, stack.data_dir)
         console.print("Press Ctrl-C to stop.\n")
         while True:
             time.sleep(0.5)
@@ -117,7 +117,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     d = config.data_dir(args.data_dir)
     rec = running_supervisor(d)
     if rec is None:
-        console.print(f"no ARForge stack is running from {d}")
+        console.print(f"no ARForge stack is running ({config.where_looked(args.data_dir)})")
         return 0
     os.kill(rec.pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
@@ -173,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rc = 1
     try:
         info = stack.start()
-        _print_ready(info)
+        _print_ready(info, stack.data_dir)
         threading.Thread(target=watch, name="arforge-watch", daemon=True).start()
         _say(f"submitting photogrammetry on {sample}")
         with Client(info.api_url, info.api_key) as client:
