@@ -1,10 +1,11 @@
 """CLI behaviour a fresh user meets without a running API: finding `.arforge` from a
-subdirectory, `arforge down`."""
+subdirectory, `arforge down`, `arforge keys create` checks."""
 
 from __future__ import annotations
 
 import io
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,32 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_tenant_names_follow_the_database_rule() -> None:
+    assert main.tenant_name("  acme  ") == "acme"
+    assert main.tenant_name("é" * 200) == "é" * 200
+    with pytest.raises(ValueError, match="300 characters long; tenant names have 1 to 200"):
+        main.tenant_name("x" * 300)
+    with pytest.raises(ValueError, match="must not be empty"):
+        main.tenant_name("   ")
+
+
+def test_keys_create_refuses_a_long_tenant_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Refused before any database is contacted (this URL points nowhere).
+    url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/none"
+    started = time.monotonic()
+    rc, out, err = _cli(
+        ["keys", "create", "--tenant", "x" * 300, "--database-url", url], monkeypatch
+    )
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "error: --tenant is 300 characters long; tenant names have 1 to 200 characters"
+    ]
+    assert time.monotonic() - started < 5
+    # a database that cannot be reached is one line too, not a traceback
+    rc, _, err = _cli(["keys", "create", "--tenant", "acme", "--database-url", url], monkeypatch)
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: cannot create the key in the database:")

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import config, jobs
 from .client import ApiError, Client
@@ -261,19 +262,49 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+TENANT_NAME_MAX = 200  # the tenants.name CHECK (migration 001_tenants_keys.sql)
+
+
+def tenant_name(raw: str) -> str:
+    """``raw`` without surrounding blanks, as the API stores it; ``ValueError`` with one
+    sentence when it is empty or longer than 200 characters (the database's rule)."""
+    name = raw.strip()
+    if not name:
+        raise ValueError("--tenant must not be empty")
+    if len(name) > TENANT_NAME_MAX:
+        raise ValueError(
+            f"--tenant is {len(name)} characters long; tenant names have 1 to "
+            f"{TENANT_NAME_MAX} characters"
+        )
+    return name
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
+    import asyncpg
+
     from .stack.stack import create_key
 
+    try:
+        name = tenant_name(args.tenant)
+    except ValueError as e:
+        err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+        return 2
     url = config.database_url(args.data_dir, args.database_url)
     try:
-        key = create_key(url, args.tenant)
+        key = create_key(url, name)
     except ModuleNotFoundError as e:
         err_console.print(f"[red]error:[/] the API package is missing ({e.name}): make install")
         return 1
     except ValueError as e:
-        err_console.print(f"[red]error:[/] {e}")
+        err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         return 2
-    console.print(f"API key for tenant {args.tenant.strip()} (shown once, store it safely):")
+    except (asyncpg.PostgresError, OSError, TimeoutError) as e:
+        why = " ".join(str(e).split()) or type(e).__name__
+        err_console.print(
+            f"[red]error:[/] cannot create the key in the database: {escape(why)}", soft_wrap=True
+        )
+        return 1
+    console.print(f"API key for tenant {escape(name)} (shown once, store it safely):")
     print(key)
     return 0
 
