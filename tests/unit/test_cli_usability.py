@@ -1,8 +1,9 @@
-"""CLI behaviour a fresh user meets without a running API: finding `.arforge` from a
-subdirectory, `arforge down`, `arforge keys create` checks."""
+"""CLI behaviour a fresh user meets without a running API: tables at 80 columns, finding
+`.arforge` from a subdirectory, `arforge down`, `arforge keys create` checks, help texts."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import subprocess
 import time
@@ -14,6 +15,80 @@ from rich.console import Console
 
 from arforge.cli import config, main
 from arforge.cli.stack import procs
+from arforge.cli.tables import fit_table
+
+JOB_ID = "2bfea8a8-f5a1-4c3e-9e6b-1234567890ab"
+HEADERS = ["id", "type", "prio", "status", "progress", "created"]
+
+
+def _row(status: str = "completed", progress: str = "100% done") -> list[str]:
+    return [JOB_ID, "photogrammetry", "default", status, progress, "05-06 10:11:12"]
+
+
+def test_job_table_at_80_columns_keeps_status_and_shortens_ids_only_when_needed() -> None:
+    rows = [_row("completed"), _row("cancelled", "45% dense  reconstruction of the skull")]
+    fitted = fit_table(HEADERS, rows, 80, keep={3, 5})
+    assert fitted.ids_shortened
+    assert max(map(len, fitted.lines)) <= 80
+    cells = fitted.lines[3].split()
+    assert cells[:4] == ["2bfea8a8", "photogrammetry", "default", "cancelled"]
+    assert fitted.lines[3].endswith("05-06 10:11:12")
+    assert "…" in fitted.lines[3]  # the progress column gave way
+    assert fitted.lines[0].split() == HEADERS
+
+    wide = fit_table(HEADERS, rows, 200, keep={3, 5})
+    assert not wide.ids_shortened
+    assert wide.lines[3].split()[:4] == [JOB_ID, "photogrammetry", "default", "cancelled"]
+    assert "45% dense reconstruction of the skull" in wide.lines[3]
+    unlimited = fit_table(HEADERS, rows, None, keep={3, 5})
+    assert unlimited == wide
+
+    # far too narrow: kept columns and the id prefix are still whole
+    tiny = fit_table(HEADERS, rows, 20, keep={3, 5})
+    assert tiny.lines[2].split()[0] == "2bfea8a8" and "completed" in tiny.lines[2]
+    assert "05-06 10:11:12" in tiny.lines[2]
+
+
+def test_a_table_that_fits_is_left_alone() -> None:
+    rows = [["abc", "x", "queued"]]
+    fitted = fit_table(["id", "type", "status"], rows, 80)
+    assert not fitted.ids_shortened
+    assert fitted.lines == ["id   type  status", "---  ----  ------", "abc  x     queued"]
+
+
+def test_jobs_takes_a_cursor_and_wide() -> None:
+    p = main.build_parser()
+    a = p.parse_args(["jobs", "--cursor", "eyJhIjoxfQ", "--wide", "--limit", "2"])
+    assert (a.cursor, a.wide, a.limit) == ("eyJhIjoxfQ", True, 2)
+    assert p.parse_args(["jobs"]).cursor is None
+    assert p.parse_args(["dlq", "list", "--wide"]).wide is True
+
+
+def _parsers(p: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+    out = [(p.prog, p)]
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                out += _parsers(sp)
+    return out
+
+
+def test_every_option_has_help_and_submit_help_lists_the_job_types() -> None:
+    from arforge.shared.contracts import Registry
+
+    missing = [
+        f"{prog} {'/'.join(a.option_strings) or a.dest}"
+        for prog, sp in _parsers(main.build_parser())
+        for a in sp._actions
+        if not isinstance(a, argparse._SubParsersAction) and not a.help
+    ]
+    assert missing == []
+    submit = dict(_parsers(main.build_parser()))["arforge submit"]
+    text = submit.format_help()
+    for spec in Registry():
+        assert spec.type in text
+    assert "photogrammetry: Walk-around video" in text
+    assert "max_frames (default 150)" in text
 
 
 def test_data_dir_is_found_from_a_subdirectory(

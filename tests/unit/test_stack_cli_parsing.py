@@ -110,23 +110,6 @@ def test_global_options_work_after_the_command() -> None:
         p.parse_args(["submit", "photogrammetry", "--input", "x", "--priority", "urgent"])
 
 
-def test_tables_print_full_ids_and_shorten_the_other_columns() -> None:
-    from arforge.cli.jobs import id_table
-
-    job_id = "2bfea8a8-f5a1-4c3e-9e6b-1234567890ab"
-    row = [job_id, "photogrammetry", "default", "running", "45% dense  reconstruction", "x"]
-    headers = ["id", "type", "priority", "status", "progress", "created"]
-    wide = id_table(headers, [row], 200)
-    assert wide[2].split() == [job_id, "photogrammetry", "default", "running", "45%", "dense",
-                               "reconstruction", "x"]  # fmt: skip
-    for width in (80, 60, 20):
-        lines = id_table(headers, [row], width)
-        assert lines[2].startswith(job_id + "  ")
-        assert "…" in lines[2]
-        if width >= 80:
-            assert max(map(len, lines)) <= width
-
-
 def test_directory_inputs_expand_to_their_photos_sorted(tmp_path: Path) -> None:
     from arforge.cli.jobs import expand_inputs
 

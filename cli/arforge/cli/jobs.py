@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from .client import TERMINAL, ApiError, Client
+from .tables import Fitted, fit_table
 
 TERMINAL_EVENTS = {f"job.{s}" for s in TERMINAL}
 
@@ -277,32 +278,6 @@ def _fmt_progress(job: dict[str, Any]) -> str:
     return stage
 
 
-def id_table(headers: list[str], rows: list[list[str]], width: int) -> list[str]:
-    """Plain-text table lines whose first column (ids) is never cut.
-
-    Columns are separated by two spaces. When the lines would exceed ``width`` characters,
-    the widest of the other columns is shortened (ending in "…") one character at a time,
-    down to 3 characters each; an id is always printed whole, even past ``width``.
-    """
-    cells = [[" ".join(c.split()) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in [headers, *cells]) for i in range(len(headers))]
-    while sum(widths) + 2 * (len(widths) - 1) > width:
-        i = max(range(1, len(widths)), key=lambda k: widths[k], default=0)
-        if i == 0 or widths[i] <= 3:
-            break
-        widths[i] -= 1
-
-    def line(row: list[str]) -> str:
-        out = []
-        for i, (c, w) in enumerate(zip(row, widths, strict=True)):
-            if i and len(c) > w:
-                c = c[: w - 1] + "…"
-            out.append(c.ljust(w))
-        return "  ".join(out).rstrip()
-
-    return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in cells)]
-
-
 def _fmt_time(value: object) -> str:
     """An ISO 8601 timestamp as local ``MM-DD HH:MM:SS``; other values unchanged."""
     if not value:
@@ -336,6 +311,19 @@ def status(client: Client, console: Console, job_id: str, as_json: bool) -> int:
     return 0
 
 
+def table_width(console: Console, wide: bool) -> int | None:
+    """The width tables must fit: the terminal's, or ``None`` (no limit) with ``--wide`` or
+    when the output is not a terminal (piped), so scripts get whole cells."""
+    return None if wide or not console.is_terminal else console.width
+
+
+def _print_table(console: Console, fitted: Fitted) -> None:
+    for text in fitted.lines:
+        console.print(text, markup=False, highlight=False, crop=False, soft_wrap=True)
+    if fitted.ids_shortened:
+        console.print("[dim](ids shortened; --wide or --json shows them whole)[/]")
+
+
 def list_jobs(
     client: Client,
     console: Console,
@@ -343,9 +331,15 @@ def list_jobs(
     status_filter: str | None,
     limit: int,
     as_json: bool,
+    cursor: str | None = None,
+    wide: bool = False,
 ) -> int:
-    """Print the newest jobs as a table."""
-    page = client.jobs(job_type, status_filter, limit)
+    """Print one page of jobs, newest first, as a table (``--json``: the API's page).
+
+    ``cursor`` is the ``next_cursor`` of the previous page. At the terminal's width the
+    status column is never cut and ids are shortened to 8 characters only when needed.
+    """
+    page = client.jobs(job_type, status_filter, limit, cursor)
     items = page.get("items") or []
     if as_json:
         console.print_json(json.dumps(page))
@@ -364,16 +358,16 @@ def list_jobs(
         ]
         for j in items
     ]
-    headers = ["id", "type", "priority", "status", "progress", "created"]
-    for text in id_table(headers, rows, console.width):
-        console.print(text, markup=False, crop=False, soft_wrap=True)
+    headers = ["id", "type", "prio", "status", "progress", "created"]
+    _print_table(console, fit_table(headers, rows, table_width(console, wide), keep={3, 5}))
     if page.get("next_cursor"):
-        console.print(f"(more: --cursor {page['next_cursor']})")
+        console.print(f"(more: --cursor {page['next_cursor']})", markup=False, crop=False)
     return 0
 
 
-def dlq_list(client: Client, console: Console, as_json: bool) -> int:
-    """Print the dead letters."""
+def dlq_list(client: Client, console: Console, as_json: bool, wide: bool = False) -> int:
+    """Print the dead letters as a table (``--json``: the API's page); the reason column
+    is never cut, ids are shortened to 8 characters only when needed."""
     page = client.dead_letters()
     items = page.get("items") or []
     if as_json:
@@ -396,7 +390,6 @@ def dlq_list(client: Client, console: Console, as_json: bool) -> int:
                 str(err or ""),
             ]
         )
-    headers = ["job id", "type", "attempts", "reason", "last error"]
-    for text in id_table(headers, rows, console.width):
-        console.print(text, markup=False, crop=False, soft_wrap=True)
+    headers = ["job", "type", "tries", "reason", "last error"]
+    _print_table(console, fit_table(headers, rows, table_width(console, wide), keep={2, 3}))
     return 0

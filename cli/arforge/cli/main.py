@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -236,7 +236,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        return jobs.list_jobs(client, console, args.type, args.status, args.limit, args.json)
+        return jobs.list_jobs(
+            client,
+            console,
+            args.type,
+            args.status,
+            args.limit,
+            args.json,
+            cursor=args.cursor,
+            wide=args.wide,
+        )
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -256,7 +265,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_dlq(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.dlq_command == "list":
-            return jobs.dlq_list(client, console, args.json)
+            return jobs.dlq_list(client, console, args.json, wide=args.wide)
         client.replay(args.id)
     console.print(f"dead letter {args.id} replayed")
     return 0
@@ -310,27 +319,97 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 # --- parser ---------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose epilog may be computed when help is shown (``lazy_epilog``),
+    so building the parser does not import the job contracts."""
+
+    lazy_epilog: Callable[[], str] | None = None
+
+    def format_help(self) -> str:
+        if self.lazy_epilog is not None and self.epilog is None:
+            self.epilog = self.lazy_epilog()
+        return super().format_help()
+
+
+def job_types_help(width: int = 88) -> str:
+    """The job types of the contract registry for ``submit --help``: per type with a worker
+    its description, input count and kinds, and ``--param`` names with their defaults
+    (wrapped to ``width`` columns); then the types without a worker in this version."""
+    import textwrap
+
+    from arforge.shared.contracts import Registry
+
+    def wrapped(text: str) -> list[str]:
+        return textwrap.wrap(text, width, initial_indent="    ", subsequent_indent="      ")
+
+    lines = ["job types (TYPE):"]
+    later = []
+    for spec in sorted(Registry(), key=lambda s: s.type):
+        if not spec.implemented:
+            later.append(spec.type)
+            continue
+        lines.append(f"  {spec.type}: {spec.description}")
+        kinds = ", ".join(sorted(spec.input_kinds)) or "any"
+        lines += wrapped(f"inputs: {spec.min_inputs} to {spec.max_inputs} ({kinds})")
+        params = []
+        for name, f in spec.params.model_fields.items():
+            default = "required" if f.is_required() else f"default {f.get_default()!r}"
+            params.append(f"{name} ({default})")
+        if params:
+            lines += wrapped(f"--param: {', '.join(params)}")
+    if later:
+        lines += textwrap.wrap(
+            f"listed in the contracts, no worker in this version: {', '.join(later)}",
+            width,
+            initial_indent="  ",
+            subsequent_indent="    ",
+        )
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (global options work before or after the sub-command)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=argparse.SUPPRESS, help="stack files (.arforge)")
-    common.add_argument("--api-url", default=argparse.SUPPRESS, help="API base URL")
-    common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (afk_...)")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        default=argparse.SUPPRESS,
+        help="stack files (default: ARFORGE_DATA_DIR, else the nearest .arforge in this "
+        "directory or a parent)",
+    )
+    common.add_argument(
+        "--api-url", default=argparse.SUPPRESS, help="API base URL (default: from the stack)"
+    )
+    common.add_argument(
+        "--api-key", default=argparse.SUPPRESS, help="API key afk_... (default: from the stack)"
+    )
 
     p = argparse.ArgumentParser(
         prog="arforge",
         parents=[common],
         description="ARForge: capture-to-AR processing. Run the embedded stack and submit jobs.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def stack_flags(sp: argparse.ArgumentParser) -> None:
         from .stack.stack import DEFAULT_API_PORT, DEFAULT_NATS_PORT, DEFAULT_PG_PORT
 
-        sp.add_argument("--nats-port", type=int, default=DEFAULT_NATS_PORT)
-        sp.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
         sp.add_argument(
-            "--pg-port", type=int, default=DEFAULT_PG_PORT, help="for a private PostgreSQL"
+            "--nats-port",
+            type=int,
+            default=DEFAULT_NATS_PORT,
+            help="port of the embedded NATS server (default: %(default)s)",
+        )
+        sp.add_argument(
+            "--api-port",
+            type=int,
+            default=DEFAULT_API_PORT,
+            help="port the API listens on, on 127.0.0.1 (default: %(default)s)",
+        )
+        sp.add_argument(
+            "--pg-port",
+            type=int,
+            default=DEFAULT_PG_PORT,
+            help="port for a private PostgreSQL (default: %(default)s)",
         )
         sp.add_argument("--nats-url", help="use this NATS (>= 2.10, JetStream) instead")
         sp.add_argument("--database-url", help="use this PostgreSQL instead")
@@ -341,64 +420,124 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_up)
 
     sp = sub.add_parser("down", parents=[common], help="stop a stack started by `arforge up`")
-    sp.add_argument("--timeout", type=float, default=90.0)
+    sp.add_argument(
+        "--timeout",
+        type=float,
+        default=90.0,
+        help="seconds to wait for the stack to stop (default: %(default)s)",
+    )
     sp.set_defaults(func=cmd_down)
 
     sp = sub.add_parser(
         "demo", parents=[common], help="start the stack, reconstruct the sample, stop"
     )
     stack_flags(sp)
-    sp.add_argument("--input", help="capture to use (default: samples/skull walk-around)")
-    sp.add_argument("--param", action="append", metavar="KEY=VALUE")
+    sp.add_argument(
+        "--input", metavar="FILE", help="capture to use (default: samples/skull walk-around)"
+    )
+    sp.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="photogrammetry parameter"
+    )
     sp.set_defaults(func=cmd_demo)
 
-    sp = sub.add_parser("submit", parents=[common], help="upload inputs and submit a job")
-    sp.add_argument("type", help="job type, e.g. photogrammetry")
-    sp.add_argument("--input", action="append", required=True, metavar="FILE")
-    sp.add_argument("--param", action="append", metavar="KEY=VALUE", help="JSON when it parses")
-    sp.add_argument("--priority", choices=("high", "default", "low"), default="default")
+    sp = sub.add_parser(
+        "submit",
+        parents=[common],
+        help="upload inputs and submit a job",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    assert isinstance(sp, _Parser)
+    sp.lazy_epilog = job_types_help
+    sp.add_argument("type", metavar="TYPE", help="job type (listed below), e.g. photogrammetry")
+    sp.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="a video, photo, zip of photos or 3D model to upload; repeat for several; "
+        "a directory stands for the photos in it",
+    )
+    sp.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="job parameter (listed below); VALUE is read as JSON when it parses",
+    )
+    sp.add_argument(
+        "--priority",
+        choices=("high", "default", "low"),
+        default="default",
+        help="queue priority (default: %(default)s)",
+    )
     sp.add_argument("--wait", action="store_true", help="follow progress, download artifacts")
-    sp.add_argument("--idempotency-key")
-    sp.add_argument("--output-dir", default=str(OUTPUT_DIR))
+    sp.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="the API returns the job made earlier with the same KEY and request",
+    )
+    sp.add_argument(
+        "--output-dir",
+        default=str(OUTPUT_DIR),
+        help="where --wait saves artifacts, in a folder per job (default: %(default)s)",
+    )
     sp.set_defaults(func=cmd_submit)
 
     sp = sub.add_parser("wait", parents=[common], help="follow a job and download artifacts")
-    sp.add_argument("id")
-    sp.add_argument("--output-dir", default=str(OUTPUT_DIR))
+    sp.add_argument("id", help="job id")
+    sp.add_argument(
+        "--output-dir",
+        default=str(OUTPUT_DIR),
+        help="where artifacts are saved, in a folder per job (default: %(default)s)",
+    )
     sp.set_defaults(func=cmd_wait)
 
+    json_help = "print the API's JSON instead of a table"
     sp = sub.add_parser("status", parents=[common], help="show one job")
-    sp.add_argument("id")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("id", help="job id")
+    sp.add_argument("--json", action="store_true", help="print the API's JSON")
     sp.set_defaults(func=cmd_status)
 
-    sp = sub.add_parser("jobs", parents=[common], help="list recent jobs")
-    sp.add_argument("--type")
-    sp.add_argument("--status")
-    sp.add_argument("--limit", type=int, default=20)
-    sp.add_argument("--json", action="store_true")
+    sp = sub.add_parser("jobs", parents=[common], help="list recent jobs, newest first")
+    sp.add_argument("--type", help="only jobs of this type, e.g. photogrammetry")
+    sp.add_argument(
+        "--status",
+        help="only jobs with this status: queued, started, retrying, completed, failed, cancelled",
+    )
+    sp.add_argument(
+        "--limit", type=int, default=20, help="jobs per page, 1 to 200 (default: %(default)s)"
+    )
+    sp.add_argument(
+        "--cursor", help="the next page: the value printed after `(more: --cursor ...)`"
+    )
+    sp.add_argument("--wide", action="store_true", help="full ids, no column cut to fit")
+    sp.add_argument("--json", action="store_true", help=json_help)
     sp.set_defaults(func=cmd_jobs)
 
     sp = sub.add_parser("cancel", parents=[common], help="cancel a job")
-    sp.add_argument("id")
+    sp.add_argument("id", help="job id")
     sp.set_defaults(func=cmd_cancel)
 
     sp = sub.add_parser("retry", parents=[common], help="run a failed job again")
-    sp.add_argument("id")
+    sp.add_argument("id", help="job id")
     sp.set_defaults(func=cmd_retry)
 
     sp = sub.add_parser("dlq", parents=[common], help="dead letters")
     dsub = sp.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dl = dsub.add_parser("list", parents=[common], help="list dead letters")
-    dl.add_argument("--json", action="store_true")
+    dl.add_argument("--wide", action="store_true", help="full ids, no column cut to fit")
+    dl.add_argument("--json", action="store_true", help=json_help)
     dr = dsub.add_parser("replay", parents=[common], help="replay one dead letter")
-    dr.add_argument("id")
+    dr.add_argument("id", help="job id of the dead letter")
     sp.set_defaults(func=cmd_dlq)
 
     sp = sub.add_parser("keys", parents=[common], help="API keys")
     ksub = sp.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     kc = ksub.add_parser("create", parents=[common], help="create a key (printed once)")
-    kc.add_argument("--tenant", required=True)
+    kc.add_argument(
+        "--tenant",
+        required=True,
+        help=f"tenant name, 1 to {TENANT_NAME_MAX} characters (created if new)",
+    )
     kc.add_argument("--database-url", help="default: ARFORGE_DATABASE_URL or .arforge/stack.json")
     sp.set_defaults(func=cmd_keys)
     return p

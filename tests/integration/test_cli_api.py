@@ -1,0 +1,169 @@
+"""The `arforge` job commands against a real API (uvicorn on a free port, real PostgreSQL and
+nats-server). No worker runs: the tests record the worker's events themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from media_samples import encode_video
+from rich.console import Console
+
+from arforge.api.app import create_app
+from arforge.api.testing import api_settings, new_tenant_key
+from arforge.api.tracker.store import record_event
+from arforge.cli import main
+from arforge.shared.contracts import job_event
+from tests.conftest import free_port
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+    err: str
+
+
+@dataclass
+class Api:
+    app: Any
+    url: str
+    key: str
+    monkeypatch: pytest.MonkeyPatch
+
+    async def cli(self, *argv: str, width: int = 300, terminal: bool = False) -> Run:
+        """``arforge ARGV`` in a thread, its stdout / stderr captured."""
+        out, err = io.StringIO(), io.StringIO()
+        kw: dict[str, Any] = {"width": width, "force_terminal": terminal, "color_system": None}
+        kw |= {"highlight": False, "soft_wrap": True}  # as arforge.cli.main's consoles
+        self.monkeypatch.setattr(main, "console", Console(file=out, **kw))
+        self.monkeypatch.setattr(main, "err_console", Console(file=err, **kw))
+        full = [*argv, "--api-url", self.url, "--api-key", self.key]
+        rc = await asyncio.to_thread(main.main, full)
+        return Run(rc, out.getvalue(), err.getvalue())
+
+    async def count(self, table: str) -> int:
+        return int(await self.app.state.pool.fetchval(f"SELECT count(*) FROM {table}"))
+
+    async def job_ids(self) -> list[str]:
+        rows = await self.app.state.pool.fetch("SELECT id FROM jobs ORDER BY created_at, id")
+        return [str(r["id"]) for r in rows]
+
+    async def record(self, job_id: str, status: str, **data: Any) -> None:
+        """Record a worker event for the job (as the tracker would)."""
+        pool = self.app.state.pool
+        row = await pool.fetchrow(
+            "SELECT type, tenant_id, run FROM jobs WHERE id = $1", uuid.UUID(job_id)
+        )
+        ref = {
+            "job_id": job_id,
+            "type": row["type"],
+            "tenant_id": str(row["tenant_id"]),
+            "run": row["run"],
+        }
+        async with pool.acquire() as conn:
+            await record_event(conn, job_event(status, ref, source="test", attempt=1, **data))
+
+    async def complete(self, job_id: str, warnings: list[str]) -> None:
+        await self.record(job_id, "started")
+        await self.record(job_id, "completed", result={"artifacts": [], "warnings": warnings})
+
+
+@pytest.fixture
+async def api(  # type: ignore[no-untyped-def]
+    nats_server, fresh_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Api]:
+    for name in ("ARFORGE_DATA_DIR", "ARFORGE_API_URL", "ARFORGE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    app = create_app(api_settings(nats_server.url, fresh_db, tmp_path / "store"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "uvicorn failed to start"
+            await asyncio.sleep(0.05)
+        headers = await new_tenant_key(app)
+        key = headers["Authorization"].split(" ", 1)[1]
+        yield Api(app, f"http://127.0.0.1:{port}", key, monkeypatch)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return encode_video(tmp_path / "clip.mp4", fmt="mp4")
+
+
+async def _more_jobs(api: Api, n: int) -> None:
+    """``n`` more jobs on the upload of the first one (the API allows reusing uploads)."""
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {api.key}"}) as http:
+        first = (await http.get(f"{api.url}/v1/jobs")).json()["items"][-1]
+        upload = first["inputs"][0]["upload_id"]
+        for _ in range(n):
+            body = {"type": "photogrammetry", "inputs": [upload]}
+            assert (await http.post(f"{api.url}/v1/jobs", json=body)).status_code == 201
+
+
+async def test_jobs_pages_with_cursor_and_fits_80_columns(api: Api, clip: Path) -> None:
+    assert (await api.cli("submit", "photogrammetry", "--input", str(clip))).rc == 0
+    await _more_jobs(api, 2)
+    oldest, middle, newest = await api.job_ids()
+    await api.complete(oldest, [])
+    await api.record(middle, "started")
+    await api.record(middle, "progress", seq=1, fraction=0.45, stage="dense reconstruction")
+
+    # piped: whole ids, nothing cut
+    r = await api.cli("jobs", "--limit", "2")
+    rows = [line.split() for line in r.out.splitlines()[2:4]]
+    assert [(row[0], row[3]) for row in rows] == [(newest, "queued"), (middle, "started")]
+    m = re.search(r"^\(more: --cursor (\S+)\)$", r.out, re.M)
+    assert m is not None
+    r = await api.cli("jobs", "--limit", "2", "--cursor", m.group(1))
+    assert r.rc == 0, r.err
+    [row] = [line.split() for line in r.out.splitlines()[2:]]
+    assert (row[0], row[3]) == (oldest, "completed")
+    assert "(more" not in r.out
+
+    # an 80-column terminal: status whole, ids cut to 8 characters, a hint to see them
+    r = await api.cli("jobs", width=80, terminal=True)
+    lines = r.out.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert lines[0].split() == ["id", "type", "prio", "status", "progress", "created"]
+    got = [(line.split()[0], line.split()[3]) for line in lines[2:5]]
+    assert got == [(newest[:8], "queued"), (middle[:8], "started"), (oldest[:8], "completed")]
+    assert "photogrammetry" in lines[3] and "45% dense" in lines[3]
+    assert lines[5] == "(ids shortened; --wide or --json shows them whole)"
+    r = await api.cli("jobs", "--wide", width=80, terminal=True)
+    assert [line.split()[0] for line in r.out.splitlines()[2:5]] == [newest, middle, oldest]
+    assert "ids shortened" not in r.out
+
+
+async def test_dlq_list_fits_80_columns(api: Api, clip: Path) -> None:
+    assert (await api.cli("submit", "photogrammetry", "--input", str(clip))).rc == 0
+    [job_id] = await api.job_ids()
+    err = "native_crash: compute process died with SIGABRT while meshing the dense cloud"
+    await api.record(job_id, "started")
+    await api.record(job_id, "failed", error={"code": "native_crash", "message": err})
+    await api.record(
+        job_id, "dead_lettered", reason="attempts_exhausted", attempts=4, last_error=err
+    )
+    r = await api.cli("dlq", "list", width=80, terminal=True)
+    lines = r.out.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert lines[0].split() == ["job", "type", "tries", "reason", "last", "error"]
+    assert lines[2].split()[:4] == [job_id[:8], "photogrammetry", "4", "attempts_exhausted"]
+    assert lines[2].endswith("…")
+    r = await api.cli("dlq", "list", "--wide", width=80, terminal=True)
+    assert r.out.splitlines()[2].split()[0] == job_id and err in r.out
