@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +25,9 @@ from arforge.api.tracker.store import record_event
 from arforge.cli import main
 from arforge.shared.contracts import job_event
 from tests.conftest import free_port
+
+TRUNCATED = "the video is truncated (upload incomplete?): 41 of 60 s could be read"
+SPLIT = "the model came out in 2 parts; only the largest (38 of 40 images) is kept"
 
 
 @dataclass
@@ -106,6 +110,45 @@ def clip(tmp_path: Path) -> Path:
     return encode_video(tmp_path / "clip.mp4", fmt="mp4")
 
 
+async def test_status_wait_and_submit_wait_show_result_warnings(
+    api: Api, clip: Path, tmp_path: Path
+) -> None:
+    r = await api.cli("submit", "photogrammetry", "--input", str(clip))
+    assert r.rc == 0, r.err
+    [job_id] = await api.job_ids()
+    await api.complete(job_id, [TRUNCATED])
+
+    r = await api.cli("status", job_id)
+    assert r.rc == 0
+    assert r.out.splitlines()[-1] == f"warning: {TRUNCATED}"
+    r = await api.cli("status", job_id, "--json")
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {api.key}"}) as http:
+        assert json.loads(r.out) == (await http.get(f"{api.url}/v1/jobs/{job_id}")).json()
+    assert "warning:" not in r.out
+
+    r = await api.cli("wait", job_id, "--output-dir", str(tmp_path / "out"))
+    assert r.rc == 0
+    assert f"job {job_id} completed with 1 warning" in r.out
+    assert r.out.splitlines()[-1] == f"warning: {TRUNCATED}"
+
+    # submit --wait: the job completes while the CLI follows it
+    follow = asyncio.create_task(
+        api.cli("submit", "photogrammetry", "--input", str(clip), "--wait",
+                "--output-dir", str(tmp_path / "out"))
+    )  # fmt: skip
+    for _ in range(200):
+        ids = await api.job_ids()
+        if len(ids) == 2:
+            break
+        await asyncio.sleep(0.05)
+    new_id = ids[1]
+    await api.complete(new_id, [TRUNCATED, SPLIT])
+    r = await asyncio.wait_for(follow, 60)
+    assert r.rc == 0, r.err
+    assert f"job {new_id} completed with 2 warnings" in r.out
+    assert r.out.splitlines()[-2:] == [f"warning: {TRUNCATED}", f"warning: {SPLIT}"]
+
+
 async def _more_jobs(api: Api, n: int) -> None:
     """``n`` more jobs on the upload of the first one (the API allows reusing uploads)."""
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {api.key}"}) as http:
@@ -167,3 +210,11 @@ async def test_dlq_list_fits_80_columns(api: Api, clip: Path) -> None:
     assert lines[2].endswith("…")
     r = await api.cli("dlq", "list", "--wide", width=80, terminal=True)
     assert r.out.splitlines()[2].split()[0] == job_id and err in r.out
+
+
+async def test_wait_for_an_unknown_job_draws_nothing(api: Api) -> None:
+    for job_id in ("nope", str(uuid.uuid4())):
+        r = await api.cli("wait", job_id)
+        assert r.rc == 1
+        assert r.out == ""
+        assert r.err.strip() == "error: job not found (not_found)"

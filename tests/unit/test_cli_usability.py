@@ -1,5 +1,5 @@
-"""CLI behaviour a fresh user meets without a running API: tables at 80 columns, finding
-`.arforge` from a subdirectory, `arforge down`, `arforge keys create` checks, help texts."""
+"""CLI behaviour a fresh user meets without a running API: tables at 80 columns, result
+warnings, finding `.arforge` from a subdirectory, `arforge down`, help texts."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from arforge.cli import config, main
+from arforge.cli.jobs import print_warnings, result_warnings
 from arforge.cli.stack import procs
 from arforge.cli.tables import fit_table
 
@@ -54,6 +55,29 @@ def test_a_table_that_fits_is_left_alone() -> None:
     fitted = fit_table(["id", "type", "status"], rows, 80)
     assert not fitted.ids_shortened
     assert fitted.lines == ["id   type  status", "---  ----  ------", "abc  x     queued"]
+
+
+def test_result_warnings_are_printed_for_completed_jobs_only() -> None:
+    truncated = "the video is truncated (upload incomplete?); 41 of 60 s\nwere read"
+    job = {"status": "completed", "result": {"artifacts": [], "warnings": [truncated, "[b]x"]}}
+    assert result_warnings(job) == [
+        "the video is truncated (upload incomplete?); 41 of 60 s were read",
+        "[b]x",
+    ]
+    buf = io.StringIO()
+    print_warnings(Console(file=buf, width=200, color_system=None), job)
+    assert buf.getvalue().splitlines() == [
+        "warning: the video is truncated (upload incomplete?); 41 of 60 s were read",
+        "warning: [b]x",
+    ]
+    for quiet in (
+        {**job, "status": "failed"},
+        {"status": "completed", "result": None},
+        {"status": "completed", "result": {"warnings": "not a list"}},
+    ):
+        buf = io.StringIO()
+        print_warnings(Console(file=buf, color_system=None), quiet)
+        assert buf.getvalue() == ""
 
 
 def test_jobs_takes_a_cursor_and_wide() -> None:

@@ -116,23 +116,42 @@ def job_duration_s(job: dict[str, Any]) -> float | None:
     return max(0.0, (end - start).total_seconds())
 
 
+def result_warnings(job: dict[str, Any]) -> list[str]:
+    """The ``warnings`` of a job's result (strings; ``[]`` when none or not a list)."""
+    result = job.get("result")
+    raw = result.get("warnings") if isinstance(result, dict) else None
+    if not isinstance(raw, list):
+        return []
+    return [" ".join(str(w).split()) for w in raw if str(w).strip()]
+
+
+def print_warnings(console: Console, job: dict[str, Any]) -> None:
+    """One ``warning: ...`` line per result warning of a completed job."""
+    if job.get("status") != "completed":
+        return
+    for w in result_warnings(job):
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+
+
 def follow(
     client: Client,
     job_id: str,
     on_event: Callable[[str, dict[str, Any]], None],
     max_reconnects: int = 20,
+    job: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Follow a job's SSE stream until a terminal event; return the final job.
 
     Events of earlier runs (before a retry or replay) are skipped. Reconnects with
     ``Last-Event-ID`` when the stream drops, and falls back to polling
     ``GET /v1/jobs/{id}`` if it cannot. The returned job is read after the terminal event
-    (polled until the tracker has recorded the terminal status).
+    (polled until the tracker has recorded the terminal status). ``job``: the job as just
+    read (saves a request); read here when ``None``.
     """
     last_id: str | None = None
     drops = 0
     # History may hold an earlier run's terminal event (after a retry or a replay).
-    run = int(client.job(job_id).get("run") or 1)
+    run = int((job if job is not None else client.job(job_id)).get("run") or 1)
     while True:
         try:
             for ev in client.events(job_id, last_id):
@@ -213,40 +232,53 @@ def submit(
     job_id = str(job["id"])
     console.print(f"job {job_id} ({job_type}, priority {priority}) is {job.get('status')}")
     if not wait:
+        print_warnings(console, job)
         console.print(f"follow it with: arforge status {job_id}")
         return 0
     return wait_and_fetch(client, console, job_id, out_root)
 
 
 def wait_and_fetch(client: Client, console: Console, job_id: str, out_root: Path) -> int:
-    """Show a live progress bar until the job ends; download artifacts when it completes."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("queued", total=1.0)
+    """Show a live progress bar until the job ends; download artifacts when it completes.
 
-        def on_event(kind: str, data: dict[str, Any]) -> None:
-            fraction = data.get("fraction")
-            update: dict[str, Any] = {"description": _describe(kind, data)}
-            if isinstance(fraction, int | float):
-                update["completed"] = max(0.0, min(1.0, float(fraction)))
-            if kind == "job.completed":
-                update["completed"] = 1.0
-            bar.update(task, **update)
+    The job is read first, so an unknown id fails (:class:`ApiError` ``not_found``) before
+    anything is drawn, and a job that already ended gets no bar. Exit 0 when the job
+    completed (its result warnings are printed), 1 when it failed or was cancelled, 130
+    when interrupted.
+    """
+    job = client.job(job_id)
+    if job.get("status") not in TERMINAL:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=False) as bar:
+            prog = job.get("progress") or {}
+            start = prog.get("fraction")
+            task = bar.add_task(_describe(f"job.{job.get('status')}", prog), total=1.0)
+            if isinstance(start, int | float):
+                bar.update(task, completed=max(0.0, min(1.0, float(start))))
 
-        try:
-            job = follow(client, job_id, on_event)
-        except KeyboardInterrupt:
-            bar.stop()
-            console.print(
-                f"\nstopped waiting; job {job_id} goes on (arforge status {job_id}, "
-                f"arforge cancel {job_id})"
-            )
-            return 130
+            def on_event(kind: str, data: dict[str, Any]) -> None:
+                fraction = data.get("fraction")
+                update: dict[str, Any] = {"description": _describe(kind, data)}
+                if isinstance(fraction, int | float):
+                    update["completed"] = max(0.0, min(1.0, float(fraction)))
+                if kind == "job.completed":
+                    update["completed"] = 1.0
+                bar.update(task, **update)
+
+            try:
+                job = follow(client, job_id, on_event, job=job)
+            except KeyboardInterrupt:
+                bar.stop()
+                console.print(
+                    f"\nstopped waiting; job {job_id} goes on (arforge status {job_id}, "
+                    f"arforge cancel {job_id})"
+                )
+                return 130
     took = job_duration_s(job)
     status = job.get("status")
     if status == "cancelled":
@@ -257,15 +289,19 @@ def wait_and_fetch(client: Client, console: Console, job_id: str, out_root: Path
         err = job.get("error") or {}
         after = f" after {took:.1f} s" if took is not None else ""
         why = f": {err.get('code')}: {err.get('message', '')}" if err.get("code") else ""
-        console.print(f"[red]job {job_id} {status}[/]{after}{why}")
+        console.print(f"[red]job {job_id} {status}[/]{after}{escape(why)}")
         return 1
     paths = download_all(client, job, out_root, console)
     took_text = f" in {took:.1f} s" if took is not None else ""
-    console.print(f"[green]job {job_id} completed[/]{took_text}; artifacts:")
+    warned = result_warnings(job)
+    with_warnings = f" with {len(warned)} warning{'s' * (len(warned) != 1)}" if warned else ""
+    colour = "yellow" if warned else "green"
+    console.print(f"[{colour}]job {job_id} completed{with_warnings}[/]{took_text}; artifacts:")
     for p in paths:
         console.print(f"  {p}")
     if not paths:
         console.print("  (none)")
+    print_warnings(console, job)
     return 0
 
 
@@ -307,7 +343,8 @@ def status(client: Client, console: Console, job_id: str, as_json: bool) -> int:
     console.print(t)
     for art in (job.get("result") or {}).get("artifacts") or []:
         size, ctype = art.get("size"), art.get("content_type")
-        console.print(f"  artifact {art.get('name')} ({size} B, {ctype})")
+        console.print(f"  artifact {escape(str(art.get('name')))} ({size} B, {ctype})")
+    print_warnings(console, job)
     return 0
 
 
