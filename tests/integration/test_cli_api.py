@@ -22,7 +22,7 @@ from rich.console import Console
 from arforge.api.app import create_app
 from arforge.api.testing import api_settings, new_tenant_key
 from arforge.api.tracker.store import record_event
-from arforge.cli import main
+from arforge.cli import idempotency, main
 from arforge.shared.contracts import job_event
 from tests.conftest import free_port
 
@@ -218,3 +218,60 @@ async def test_wait_for_an_unknown_job_draws_nothing(api: Api) -> None:
         assert r.rc == 1
         assert r.out == ""
         assert r.err.strip() == "error: job not found (not_found)"
+
+
+async def test_repeating_a_submit_with_an_idempotency_key_is_safe(
+    api: Api, clip: Path, tmp_path: Path
+) -> None:
+    argv = ["submit", "photogrammetry", "--input", str(clip), "--idempotency-key", "cli-1"]
+    assert (await api.cli(*argv)).rc == 0
+    [job_id] = await api.job_ids()
+    assert await api.count("uploads") == 1
+
+    r = await api.cli(*argv)
+    assert r.rc == 0, r.out + r.err
+    assert f"job {job_id} already holds idempotency key 'cli-1'" in r.out
+    assert f"job {job_id} (photogrammetry, priority default) is queued" in r.out
+    assert (await api.count("jobs"), await api.count("uploads")) == (1, 1)
+
+    # other files with the key: refused, and nothing uploaded
+    other = encode_video(tmp_path / "other.mp4", fmt="mp4", frames=14)
+    r = await api.cli("submit", "photogrammetry", "--input", str(other),
+                      "--idempotency-key", "cli-1")  # fmt: skip
+    assert r.rc == 1
+    assert f"was already used for job {job_id}, whose inputs are not these files" in r.out
+    assert (await api.count("jobs"), await api.count("uploads")) == (1, 1)
+
+    # same files, other params: the API's 409, and nothing uploaded
+    r = await api.cli(*argv, "--param", "quality=draft")
+    assert r.rc == 1
+    assert "another type, priority or params" in r.out
+    assert (await api.count("jobs"), await api.count("uploads")) == (1, 1)
+
+    # the key's job is older than the search before uploading reaches: the file is
+    # uploaded, the 409 leads to a wider search, and the job is still replayed
+    await _more_jobs(api, 1)
+    api.monkeypatch.setattr(idempotency, "SCAN_BEFORE_UPLOAD", 1)
+    r = await api.cli(*argv)
+    assert r.rc == 0, r.out + r.err
+    assert f"job {job_id} already holds idempotency key 'cli-1'" in r.out
+    assert "the uploads made by this command are unused" in r.out
+    assert (await api.count("jobs"), await api.count("uploads")) == (2, 2)
+
+
+async def test_keys_create_checks_the_tenant_name_length(
+    api: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = api.app.state.settings.database_url
+    tenants = await api.count("tenants")
+    r = await api.cli("keys", "create", "--tenant", "x" * 300, "--database-url", url)
+    assert r.rc == 2
+    assert r.err.strip().splitlines() == [
+        "error: --tenant is 300 characters long; tenant names have 1 to 200 characters"
+    ]
+    assert await api.count("tenants") == tenants
+    r = await api.cli("keys", "create", "--tenant", "x" * 200, "--database-url", url)
+    assert r.rc == 0, r.err
+    assert r.out.startswith(f"API key for tenant {'x' * 200} (shown once")
+    assert capsys.readouterr().out.startswith("afk_")  # the key itself: plain print()
+    assert await api.count("tenants") == tenants + 1

@@ -98,6 +98,11 @@ class Client:
             )
         return dict(r.json())
 
+    def upload_info(self, upload_id: str) -> dict[str, Any]:
+        """``GET /v1/uploads/{id}``: ``{"id", "kind", "size", "sha256", ...}``; 404 as
+        :class:`ApiError` ``not_found``."""
+        return dict(self.request("GET", f"/v1/uploads/{quote(upload_id, safe='')}").json())
+
     def submit(
         self,
         job_type: str,

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import idempotency
 from .client import TERMINAL, ApiError, Client
 from .tables import Fitted, fit_table
 
@@ -215,20 +216,62 @@ def submit(
     out_root: Path,
     idempotency_key: str | None = None,
 ) -> int:
-    """Upload ``inputs``, submit the job, and with ``wait`` follow it and fetch artifacts."""
+    """Upload ``inputs``, submit the job, and with ``wait`` follow it and fetch artifacts.
+
+    With ``idempotency_key`` the command can be repeated: when a job already holds the key
+    and its inputs are the same files (SHA-256), nothing is uploaded and the API replays
+    that job (see :mod:`arforge.cli.idempotency`); when its inputs differ, nothing is
+    uploaded and the conflict is printed (exit 1). Exit 2 for inputs or params refused
+    locally.
+    """
     try:
         inputs = expand_inputs(inputs)
         check_job(job_type, params, len(inputs))
     except ValueError as e:
         console.print(f"[red]error:[/] {escape(str(e))}")
         return 2
-    upload_ids = []
-    for p in inputs:
-        with console.status(f"uploading {p.name} ({p.stat().st_size / 1e6:.1f} MB)"):
-            up = client.upload(p)
-        console.print(f"uploaded {p.name} -> {up['id']} ({up.get('kind')}, {up.get('size')} B)")
-        upload_ids.append(str(up["id"]))
-    job = client.submit(job_type, upload_ids, params, priority, idempotency_key)
+    hashes: list[str] = []
+    upload_ids: list[str] | None = None
+    if idempotency_key is not None:
+        with console.status(f"checking idempotency key {idempotency_key!r}"):
+            hashes = [idempotency.file_sha256(p) for p in inputs]
+            earlier = idempotency.find_job_by_key(
+                client, idempotency_key, idempotency.SCAN_BEFORE_UPLOAD
+            )
+            if earlier is not None:
+                upload_ids = idempotency.matching_upload_ids(client, earlier, hashes)
+        if earlier is not None and upload_ids is None:
+            console.print(
+                f"[red]error:[/] idempotency key {escape(idempotency_key)!r} was already used "
+                f"for job {earlier.get('id')}, whose inputs are not these files; nothing "
+                "was uploaded (use another key for a new job)"
+            )
+            return 1
+        if earlier is not None:
+            console.print(
+                f"job {earlier.get('id')} already holds idempotency key "
+                f"{escape(idempotency_key)!r} and has the same input files; not uploading again"
+            )
+    fresh = upload_ids is None
+    if upload_ids is None:
+        upload_ids = []
+        for p in inputs:
+            with console.status(f"uploading {p.name} ({p.stat().st_size / 1e6:.1f} MB)"):
+                up = client.upload(p)
+            console.print(f"uploaded {p.name} -> {up['id']} ({up.get('kind')}, {up.get('size')} B)")
+            upload_ids.append(str(up["id"]))
+    try:
+        job = client.submit(job_type, upload_ids, params, priority, idempotency_key)
+    except ApiError as e:
+        if e.code != "idempotency_conflict" or idempotency_key is None:
+            raise
+        replayed = _conflict(
+            client, console, e, job_type, params, priority, idempotency_key, hashes,
+            upload_ids if fresh else None,
+        )  # fmt: skip
+        if replayed is None:
+            return 1
+        job = replayed
     job_id = str(job["id"])
     console.print(f"job {job_id} ({job_type}, priority {priority}) is {job.get('status')}")
     if not wait:
@@ -236,6 +279,51 @@ def submit(
         console.print(f"follow it with: arforge status {job_id}")
         return 0
     return wait_and_fetch(client, console, job_id, out_root)
+
+
+def _conflict(
+    client: Client,
+    console: Console,
+    error: ApiError,
+    job_type: str,
+    params: dict[str, Any],
+    priority: str,
+    key: str,
+    hashes: list[str],
+    new_uploads: list[str] | None,
+) -> dict[str, Any] | None:
+    """Handle a 409 ``idempotency_conflict``: the replayed job, or ``None`` after printing
+    why not. ``new_uploads``: the upload ids this command just made (``None`` when it
+    reused an earlier job's, so the type, priority or params must differ)."""
+    if new_uploads is None:
+        console.print(
+            f"[red]error:[/] idempotency key {escape(key)!r} was already used for a job with "
+            f"the same input files but another type, priority or params ({error.message})"
+        )
+        return None
+    # The key's job is older than the pre-upload search reached: search further.
+    earlier = idempotency.find_job_by_key(client, key, idempotency.SCAN_AFTER_CONFLICT)
+    ids = idempotency.matching_upload_ids(client, earlier, hashes) if earlier else None
+    job = None
+    if ids is not None:
+        try:
+            job = client.submit(job_type, ids, params, priority, key)
+        except ApiError as e:
+            if e.code != "idempotency_conflict":
+                raise
+    if job is not None:
+        console.print(f"job {job['id']} already holds idempotency key {escape(key)!r}")
+    else:
+        which = f" (job {earlier.get('id')})" if earlier else ""
+        console.print(
+            f"[red]error:[/] idempotency key {escape(key)!r} was already used for another "
+            f"request{which}: {escape(error.message)}"
+        )
+    console.print(
+        "[yellow]note:[/] the uploads made by this command are unused (the API cannot "
+        f"delete uploads): {', '.join(new_uploads)}"
+    )
+    return job
 
 
 def wait_and_fetch(client: Client, console: Console, job_id: str, out_root: Path) -> int:

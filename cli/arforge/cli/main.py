@@ -473,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--idempotency-key",
         metavar="KEY",
-        help="the API returns the job made earlier with the same KEY and request",
+        help="repeating the command with the same KEY and files returns the same job "
+        "(nothing is uploaded again)",
     )
     sp.add_argument(
         "--output-dir",
