@@ -45,5 +45,5 @@ down:
 	$(BIN)/arforge down
 
 clean:
-	$(BIN)/arforge down 2>/dev/null || true
+	$(BIN)/arforge down --purge 2>/dev/null || true
 	rm -rf .arforge arforge-output

@@ -242,3 +242,27 @@ def test_keys_create_refuses_a_long_tenant_in_one_line(
     rc, _, err = _cli(["keys", "create", "--tenant", "acme", "--database-url", url], monkeypatch)
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert err.startswith("error: cannot create the key in the database:")
+
+
+def test_down_purge_drops_the_stacks_database_and_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make clean` = `arforge down --purge`: old jobs and keys must not come back."""
+    from arforge.cli.stack import postgres
+
+    if not postgres.probe(postgres.LOCAL_ADMIN_URL).usable:
+        pytest.skip("needs the machine's PostgreSQL on 127.0.0.1:5432")
+    monkeypatch.delenv("ARFORGE_DATA_DIR", raising=False)
+    data = tmp_path / ".arforge"
+    (data / "storage").mkdir(parents=True)
+    name = postgres.database_for(data)
+    _, created = postgres.ensure_database(postgres.LOCAL_ADMIN_URL, name)
+    assert created
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = _cli(["down", "--purge"], monkeypatch)
+    assert rc == 0
+    assert f"dropped database {name}" in out and f"removed {data}" in out
+    assert not data.exists()
+    assert not postgres.drop_database(postgres.LOCAL_ADMIN_URL, name)  # already gone
+    with pytest.raises(ValueError):
+        postgres.drop_database(postgres.LOCAL_ADMIN_URL, "postgres")

@@ -112,6 +112,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     return rc
 
 
+def _purge(data_dir: Path) -> int:
+    """Forget a stopped stack: its database on the machine's PostgreSQL, then its data dir."""
+    import shutil
+
+    from .stack import postgres
+
+    name = postgres.database_for(data_dir)
+    if postgres.probe(postgres.LOCAL_ADMIN_URL).usable:
+        try:
+            dropped = postgres.drop_database(postgres.LOCAL_ADMIN_URL, name)
+        except Exception as e:  # reported; the directory still goes
+            err_console.print(f"could not drop database {name}: {e}")
+            dropped = False
+        if dropped:
+            console.print(f"dropped database {name} (jobs, API keys, webhooks of this stack)")
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+        console.print(f"removed {data_dir.absolute()}")
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     from .stack.stack import running_supervisor
 
@@ -119,13 +140,13 @@ def cmd_down(args: argparse.Namespace) -> int:
     rec = running_supervisor(d)
     if rec is None:
         console.print(f"no ARForge stack is running ({config.where_looked(args.data_dir)})")
-        return 0
+        return _purge(d) if args.purge else 0
     os.kill(rec.pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         if not rec.is_live_and_ours():
             console.print(f"stopped the stack (pid {rec.pid})")
-            return 0
+            return _purge(d) if args.purge else 0
         time.sleep(0.2)
     err_console.print(f"the stack (pid {rec.pid}) is still stopping after {args.timeout:.0f} s")
     return 1
@@ -425,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=90.0,
         help="seconds to wait for the stack to stop (default: %(default)s)",
+    )
+    sp.add_argument(
+        "--purge",
+        action="store_true",
+        help="then forget the stack: drop its database on 127.0.0.1:5432 and remove its "
+        "data directory (jobs, API keys, webhooks, stored files)",
     )
     sp.set_defaults(func=cmd_down)
 

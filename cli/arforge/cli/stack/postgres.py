@@ -240,6 +240,30 @@ def ensure_database(admin_url: str, name: str = DB_NAME) -> tuple[str, bool]:
     return with_database(admin_url, name), created
 
 
+async def _drop_db(admin_url: str, name: str) -> bool:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        return True
+    finally:
+        await conn.close()
+
+
+def drop_database(admin_url: str, name: str) -> bool:
+    """Drop database ``name`` on the server of ``admin_url``; ``True`` if it existed.
+
+    Only ``arforge_<8 hex>`` names (a stack's own database, :func:`database_for`) are
+    accepted, so a typo can never drop someone else's database.
+    """
+    if not re.fullmatch(rf"{DB_NAME}_[0-9a-f]{{8}}", name):
+        raise ValueError(f"refusing to drop {name!r}: not an ARForge stack database")
+    return asyncio.run(_drop_db(admin_url, name))
+
+
 # --- the private cluster --------------------------------------------------------------
 def service_account() -> tuple[str, int, int] | None:
     """``(name, uid, gid)`` to run PostgreSQL as when we are root; ``None`` when not root."""
