@@ -65,13 +65,15 @@ class PhotoInfo:
 class PhotoReport:
     """What :func:`prepare_photos` wrote: ``files`` (000001.jpg, ...) in input order,
     ``sources`` the matching original names, ``rejected`` [(name, reason)], the output
-    ``sizes`` (width, height) and ``rotated`` (how many needed an EXIF rotation)."""
+    ``sizes`` (width, height), ``rotated`` (how many needed an EXIF rotation) and
+    ``source_long_side`` (px, the largest long side among the kept originals)."""
 
     inputs: int
     kept: int
     rotated: int
     max_image_size: int
     elapsed_s: float
+    source_long_side: int = 0
     files: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)
@@ -283,6 +285,7 @@ def _write_photos(
         except Exception as exc:
             report.rejected.append((p.name, f"not a readable image ({type(exc).__name__})"))
             continue
+        report.source_long_side = max(report.source_long_side, *img.size)
         scale = min(1.0, max_image_size / max(img.size))
         if scale < 1.0:
             size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))

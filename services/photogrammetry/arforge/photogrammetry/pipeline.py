@@ -92,6 +92,7 @@ def run_pipeline(
             "size": [frames.output_width, frames.output_height],
         }
         warnings.extend(frames.warnings)
+        source_side = max(frames.width, frames.height)
     else:
         photos = prepare_photos(
             [p for p, _ in inputs],
@@ -100,6 +101,7 @@ def run_pipeline(
             on_progress=_span(on_progress, 0.0, 0.1),
         )
         report["ingest"] = {"source": "photos", **_public(photos)}
+        source_side = photos.source_long_side
     timings["ingest"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -110,6 +112,7 @@ def run_pipeline(
         matcher=matcher,
         ordered=is_video,
         max_image_size=max_size,
+        source_long_side=source_side,
         max_num_features=max_features,
         on_progress=_span(on_progress, 0.1, 0.45),
     )

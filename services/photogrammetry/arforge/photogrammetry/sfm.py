@@ -37,6 +37,7 @@ from arforge.photogrammetry.sfm_pairs import (
     write_pairs_file,
 )
 from arforge.photogrammetry.sfm_report import SfMResult, summarize, write_report
+from arforge.photogrammetry.sfm_size import FeatureScale, feature_scale, size_advice
 from arforge.shared.errors import JobFailed
 
 Progress = Callable[[float, str], None]
@@ -97,6 +98,7 @@ def run_sfm(
     matcher: Matcher = "auto",
     ordered: bool | None = None,
     max_image_size: int = 1200,
+    source_long_side: int | None = None,
     max_num_features: int = 8192,
     camera_mode: CameraModeName = "auto",
     camera_model: str = "SIMPLE_RADIAL",
@@ -129,6 +131,9 @@ def run_sfm(
     when ``ordered`` (video frames) or when there are more than ``EXHAUSTIVE_MAX_IMAGES``
     images, else exhaustive. ``max_image_size`` (px, long side) and ``max_num_features``
     bound SIFT extraction; keypoints stay in original-image pixels.
+    ``source_long_side``: the capture's long side (px) before the ingest downscaled the
+    images, if it did; when registration fails or splits on images downscaled below
+    ``sfm_size.SMALL_IMAGE_PX``, the message names ``max_image_size`` first.
 
     Cameras: ``camera_mode="auto"`` shares one camera (``camera_model``, e.g.
     ``SIMPLE_RADIAL`` or ``OPENCV``) per group of images with the same size and EXIF
@@ -143,9 +148,10 @@ def run_sfm(
     Errors (``arforge.shared.errors.JobFailed``): ``too_few_images`` (fewer than
     ``min_registered_images`` readable images), ``sfm_insufficient_registration``
     (largest model under ``min_registered_images`` or ``min_registered_ratio``; details
-    carry the counts), ``degenerate_motion`` (the verified pairs show no parallax: the
-    camera rotated or panned in place), ``gpu_unavailable`` (``device="cuda"`` without
-    CUDA). ``on_progress(fraction in [0, 1], stage)`` is called between steps.
+    carry the counts and ``image_size``), ``degenerate_motion`` (the verified pairs show
+    no parallax: the camera rotated or panned in place), ``gpu_unavailable``
+    (``device="cuda"`` without CUDA). ``on_progress(fraction in [0, 1], stage)`` is
+    called between steps.
     """
     t_start = time.perf_counter()
     image_dir = Path(image_dir).resolve()
@@ -168,6 +174,7 @@ def run_sfm(
     if spaced:  # COLMAP's match list is space-separated; the ingest writes 000001.jpg, ...
         raise ValueError(f"image names must not contain whitespace: {spaced[:3]}")
     _reset_work_dir(work_dir)
+    scale = feature_scale(image_dir, names, max_image_size, source_long_side)
     database = work_dir / "database.db"
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -234,7 +241,7 @@ def run_sfm(
         t0 = time.perf_counter()
         graph = analyse_match_graph(database)
         timed("checks", t0)
-        _check_graph(graph, len(names), min_registered_images, degenerate_max_general_ratio)
+        _check_graph(graph, len(names), min_registered_images, degenerate_max_general_ratio, scale)
 
         # --- mapping ----------------------------------------------------------------
         t0 = time.perf_counter()
@@ -274,21 +281,27 @@ def run_sfm(
             raise JobFailed(
                 "sfm_insufficient_registration",
                 f"Only {registered} of {len(names)} images could be placed in one 3D model "
-                f"(at least {needed} needed). Capture more overlapping views (each sharing "
-                "about two thirds of the view with the next), with steady, sharp frames of a "
-                "textured, well-lit object.",
+                f"(at least {needed} needed). "
+                + _advice(
+                    scale,
+                    "overlapping views (each sharing about two thirds of the view with the "
+                    "next), with steady, sharp frames of a textured, well-lit object.",
+                ),
                 {
                     "registered_images": registered,
                     "total_images": len(names),
                     "required_images": needed,
                     "models": sizes,
                     "match_graph": graph.as_dict(),
+                    "image_size": scale.as_dict(),
                 },
             )
         if registered < split_warning_ratio * len(names):
+            hint = size_advice(scale)
             warnings.append(
                 f"The largest model holds {registered}/{len(names)} images "
                 f"({registered / len(names):.0%}); models found: {sizes}."
+                + (f" {hint}" if hint else "")
             )
 
         # --- write ------------------------------------------------------------------
@@ -530,11 +543,29 @@ def _largest(models: dict[int, pycolmap.Reconstruction]) -> pycolmap.Reconstruct
     return max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
 
 
+def _advice(scale: FeatureScale, capture: str) -> str:
+    """What to do: name ``max_image_size`` first when the images were downscaled small;
+    ``capture`` completes "Capture more ..." (the advice on the capture)."""
+    hint = size_advice(scale)
+    if hint is None:
+        return f"Capture more {capture}"
+    return f"{hint} If it fails at full size too, capture more {capture}"
+
+
 def _check_graph(
-    graph: MatchGraphStats, total: int, min_images: int, degenerate_max_general_ratio: float
+    graph: MatchGraphStats,
+    total: int,
+    min_images: int,
+    degenerate_max_general_ratio: float,
+    scale: FeatureScale,
 ) -> None:
     """Fail fast, before mapping, on duplicates, missing overlap or missing parallax."""
-    counts = {"registered_images": 0, "total_images": total, "match_graph": graph.as_dict()}
+    counts = {
+        "registered_images": 0,
+        "total_images": total,
+        "match_graph": graph.as_dict(),
+        "image_size": scale.as_dict(),
+    }
     if graph.distinct_views < min_images:
         raise JobFailed(
             "sfm_insufficient_registration",
@@ -547,8 +578,8 @@ def _check_graph(
         raise JobFailed(
             "sfm_insufficient_registration",
             f"No group of {min_images} or more of the {total} images overlaps: the largest "
-            f"group of matching images has {graph.largest_component}. Take photos that each "
-            "share about two thirds of the view with the next one.",
+            f"group of matching images has {graph.largest_component}. "
+            + _advice(scale, "views, each sharing about two thirds of the view with the next."),
             counts,
         )
     if graph.general_ratio < degenerate_max_general_ratio:
