@@ -24,7 +24,13 @@ class PhotogrammetryParams(_Params):
         "standard", description="Preset for feature count, dense resolution and faces"
     )
     max_frames: int = Field(150, ge=3, le=2000, description="Keyframes kept from a video")
-    max_image_size: int = Field(1200, ge=320, le=8192, description="Long side in pixels")
+    max_image_size: int = Field(
+        1200,
+        ge=320,
+        le=8192,
+        description="Long side in pixels the images are downscaled to for SfM; under about "
+        "1000 px hard captures (smooth, shiny, dark) may not register",
+    )
     target_faces: int = Field(
         50_000,
         ge=500,
