@@ -21,10 +21,12 @@ more messages than it has free slots (a prefetched batch would outlive ``ack_wai
 twice): one ``no_wait`` pull request per lane asks for exactly the free slots' worth;
 retry delays are computed here and applied with ``nak(delay)``.
 
-Per job on the hot path: one pull request shared by the slots freed together, the
-``job.started`` publish sent without waiting for its acknowledgement (it is awaited
-before ``job.completed``, which must be stored before the job message is acked), and
-the cancel check is a lookup in a mirror of the cancel bucket (:mod:`.cancels`).
+Per job on the hot path: one pull request shared by the slots freed together; the
+``job.started`` publish is sent without waiting for its acknowledgement (it is in the
+connection's buffer before any outcome event, so it lands first, and is settled at the
+end), while ``job.completed`` must be stored before the job message is acked; the cancel
+check is a lookup in a mirror of the cancel bucket (:mod:`.cancels`). Cancellation is per
+run: a retry (``run + 1``) is not affected by the cancel of an earlier run.
 """
 
 from __future__ import annotations
