@@ -86,8 +86,10 @@ class Bus:
         One wait for all acknowledgements (``timeout_s``); on error or
         timeout the outstanding futures are cancelled, which frees their slots.
         """
-        futs = [await self.js.publish_async(s, p, headers=h) for s, p, h in msgs]
+        futs: list[asyncio.Future[Any]] = []
         try:
+            for subject, payload, headers in msgs:
+                futs.append(await self.js.publish_async(subject, payload, headers=headers))
             async with asyncio.timeout(self.timeout_s):
                 return list(await asyncio.gather(*futs))
         except BaseException:
