@@ -356,6 +356,32 @@ async def test_sigterm_past_grace_hands_job_back_never_lost(bus, env, nats_serve
     assert runs(env["runs"], j.job_id) == [1, 2]
 
 
+async def test_a_hand_back_survives_a_server_restart_right_after(bus, env, nats_server):  # type: ignore[no-untyped-def]
+    """`arforge down` stops the worker (hand-back) and then NATS: after the restart the job
+    must come back at once, not after ack_wait from its first delivery."""
+    await bus.ensure_topology(sleep_registry(), ack_wait_s=15.0)
+    w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=15.0, grace=0.3)
+    j = job(seconds=3.0)
+    await bus.submit(j)
+    deadline = time.monotonic() + 20
+    while not runs(env["runs"], j.job_id):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    await bus.close()
+    nats_server.restart()
+    b = await connect(nats_server.url, name="test-after-restart")
+    try:
+        t0 = time.monotonic()
+        async with InProcessWorker(b, env, ack_wait_s=15.0):
+            await wait_for_event(b, j.job_id, "job.completed", 30)
+        assert time.monotonic() - t0 < 10  # 3 s of work; ack_wait would make it >= 15 s
+        assert len(runs(env["runs"], j.job_id)) == 2
+    finally:
+        await b.close()
+
+
 async def test_nats_restart_mid_run_jobs_complete(nats_server, env):  # type: ignore[no-untyped-def]
     bus = await connect(nats_server.url, name="test")
     await bus.ensure_topology(sleep_registry(), ack_wait_s=2.0)

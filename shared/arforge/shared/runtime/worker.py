@@ -68,6 +68,7 @@ PULL_TIMEOUT_S = 2.0
 FRESH_NOTIFY_S = 0.05
 FRESH_EXPIRES_NS = 50_000_000
 TERMINAL_EMIT_DEADLINE_S = 120.0
+HANDBACK_DELAY_S = 0.01
 
 
 @dataclass
@@ -351,7 +352,10 @@ class Worker:
                 return
             if running.stop_reason == "shutdown":
                 log.info("handing the job back at shutdown")
-                await msg.nak()
+                # With a delay the server stores the new due time, so the hand-back
+                # survives a server restart right after (a stack stopping); a plain nak
+                # would wait out ack_wait from the original delivery after a restart.
+                await msg.nak(delay=HANDBACK_DELAY_S)
                 # Tell trackers the job is waiting again (not stuck at its last progress).
                 error = {
                     "code": "worker_shutdown",
