@@ -148,7 +148,8 @@ async def test_two_captures_keep_the_largest_model_and_warn(tmp_path: Path) -> N
     assert result.models[0] == 10
     assert len(result.models) >= 2 and result.models[1] >= 3  # the fox became its own model
     assert result.camera_groups == 2  # two camera groups (1200x800 and 1080x1920)
-    assert any("largest model holds 10/15" in w for w in result.warnings)
+    split = [w for w in result.warnings if "largest reconstructed model holds 10 of 15" in w]
+    assert split and f"other models: {', '.join(map(str, result.models[1:]))} images" in split[0]
     report = json.loads(result.report_path.read_text())
     assert report["models"] == result.models
 

@@ -298,10 +298,12 @@ def run_sfm(
             )
         if registered < split_warning_ratio * len(names):
             hint = size_advice(scale)
+            others = ", ".join(str(n) for n in sizes[1:]) or "none"
             warnings.append(
-                f"The largest model holds {registered}/{len(names)} images "
-                f"({registered / len(names):.0%}); models found: {sizes}."
-                + (f" {hint}" if hint else "")
+                f"the largest reconstructed model holds {registered} of {len(names)} images "
+                f"({registered / len(names):.0%}); the others did not join it "
+                f"(other models: {others} images); the result uses the largest"
+                + (f". {hint}" if hint else "")
             )
 
         # --- write ------------------------------------------------------------------

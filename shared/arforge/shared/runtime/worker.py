@@ -507,7 +507,12 @@ class Worker:
         removed = await self.store.delete_prefix(f"jobs/{job.job_id}/")
         await self._emit(job_event(JobStatus.cancelled, jd, source=source, attempt=attempt))
         await msg.term()
-        log.info("job cancelled", artifacts_removed=removed)
+        running = job.job_id in self._running
+        log.info(
+            "job cancelled" if running else "message of a cancelled run dropped",
+            run=job.run,
+            artifacts_removed=removed,
+        )
 
     async def _heartbeats(self) -> None:
         """Keep running jobs' messages ours; re-read the cancel bucket on each beat.
