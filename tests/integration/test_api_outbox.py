@@ -160,23 +160,34 @@ async def test_retry_publish_failure_is_republished(api) -> None:  # type: ignor
     assert [(m.job_id, m.run) for m in runs] == [(job["id"], 1), (job["id"], 2)]
 
 
-async def test_confirmed_publishes_are_stamped_a_batch_per_statement(api) -> None:  # type: ignore[no-untyped-def]
-    app, client = api
-    h = await new_tenant_key(app)
-    up = await insert_upload(app, h)
-    ids = []
-    body = {"type": "photogrammetry", "inputs": [up]}
-    for _ in range(20):
-        r = await client.post("/v1/jobs", json=body, headers=h)
-        assert r.status_code == 201, r.text
-        ids.append(uuid.UUID(r.json()["id"]))
-    for job_id in ids:
-        await wait_published(app, str(job_id), timeout=5)
-    # now() is one value per statement: 20 stamps written by a few UPDATEs, not 20
-    distinct = await app.state.pool.fetchval(
-        "SELECT count(DISTINCT bus_published_at) FROM jobs WHERE id = ANY($1)", ids
-    )
-    assert 1 <= distinct <= 10
+async def test_confirmed_publishes_are_stamped_a_batch_per_statement(
+    nats_server, fresh_db: str, tmp_path: Path
+) -> None:
+    settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
+    # republisher off: only the batched stamps write bus_published_at here
+    async with running_api(settings, republish_every_s=3600, republish_after_s=3600) as (
+        app,
+        client,
+    ):
+        h = await new_tenant_key(app)
+        up = await insert_upload(app, h)
+        marks = app.state.marks
+        marks.every_s = 30.0  # the background loop now waits 30 s between flushes
+        await asyncio.sleep(0.2)  # let its current 50 ms wait end
+        ids = []
+        body = {"type": "photogrammetry", "inputs": [up]}
+        for _ in range(20):
+            r = await client.post("/v1/jobs", json=body, headers=h)
+            assert r.status_code == 201, r.text
+            ids.append(uuid.UUID(r.json()["id"]))
+        assert len(marks) == 20  # confirmed, queued for stamping, not yet written
+        assert await published_at(app, str(ids[0])) is None
+        assert await marks.flush() == 20
+        # now() is one value per statement: the 20 stamps were written by one UPDATE
+        distinct = await app.state.pool.fetchval(
+            "SELECT count(DISTINCT bus_published_at) FROM jobs WHERE id = ANY($1)", ids
+        )
+        assert distinct == 1
 
 
 async def test_published_marks_match_the_run_and_flush_on_stop(
@@ -210,27 +221,34 @@ async def test_published_marks_match_the_run_and_flush_on_stop(
         assert await published_at(app, ids[2]) is None
 
 
-async def test_batched_stamps_lock_rows_in_id_order_like_the_tracker(api) -> None:  # type: ignore[no-untyped-def]
+async def test_batched_stamps_lock_rows_in_id_order_like_the_tracker(
+    nats_server, fresh_db: str, tmp_path: Path
+) -> None:
     """A tracker transaction holding the lower id and then taking the higher one must not
     deadlock with a stamp batch that names the rows the other way round."""
     from arforge.api.db import jobs as q
 
-    app, client = api
-    h = await new_tenant_key(app)
-    up = await insert_upload(app, h)
-    fail_submits(app.state.bus, 2, after_store=False)  # rows stay unstamped
-    body = {"type": "photogrammetry", "inputs": [up]}
-    ids = [(await client.post("/v1/jobs", json=body, headers=h)).json()["id"] for _ in "ab"]
-    low, high = sorted(uuid.UUID(i) for i in ids)
-    pool = app.state.pool
-    async with pool.acquire() as tracker_conn, pool.acquire() as stamp_conn:
-        tx = tracker_conn.transaction()
-        await tx.start()
-        await tracker_conn.execute("SET LOCAL lock_timeout = '5s'")
-        await tracker_conn.execute("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE", low)
-        stamping = asyncio.create_task(q.mark_published_many(stamp_conn, [(high, 1), (low, 1)]))
-        await asyncio.sleep(0.3)  # the batch now waits for `low` (and holds nothing)
-        assert not stamping.done()
-        await tracker_conn.execute("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE", high)
-        await tx.commit()
-        assert await asyncio.wait_for(stamping, 10) == 2
+    settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
+    # republisher off: it would stamp the unpublished rows under the test's feet
+    async with running_api(settings, republish_every_s=3600, republish_after_s=3600) as (
+        app,
+        client,
+    ):
+        h = await new_tenant_key(app)
+        up = await insert_upload(app, h)
+        fail_submits(app.state.bus, 2, after_store=False)  # rows stay unstamped
+        body = {"type": "photogrammetry", "inputs": [up]}
+        ids = [(await client.post("/v1/jobs", json=body, headers=h)).json()["id"] for _ in "ab"]
+        low, high = sorted(uuid.UUID(i) for i in ids)
+        pool = app.state.pool
+        async with pool.acquire() as tracker_conn, pool.acquire() as stamp_conn:
+            tx = tracker_conn.transaction()
+            await tx.start()
+            await tracker_conn.execute("SET LOCAL lock_timeout = '5s'")
+            await tracker_conn.execute("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE", low)
+            stamping = asyncio.create_task(q.mark_published_many(stamp_conn, [(high, 1), (low, 1)]))
+            await asyncio.sleep(0.3)  # the batch now waits for `low` (and holds nothing)
+            assert not stamping.done()
+            await tracker_conn.execute("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE", high)
+            await tx.commit()
+            assert await asyncio.wait_for(stamping, 10) == 2
