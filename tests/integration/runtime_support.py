@@ -90,6 +90,7 @@ async def handle_sleep(ctx: JobContext, params: SleepParams) -> JobResult:
 
 
 def main() -> None:
+    from arforge.shared import aio
     from arforge.shared.bus import connect
     from arforge.shared.runtime import Worker
     from arforge.shared.storage import LocalStore
@@ -120,7 +121,7 @@ def main() -> None:
         await worker.run()
         await bus.close()
 
-    asyncio.run(run())
+    aio.run(run())  # the event loop run_worker uses
 
 
 if __name__ == "__main__":

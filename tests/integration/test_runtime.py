@@ -487,3 +487,26 @@ async def test_missing_input_object_fails_at_once_with_a_code(bus, env):  # type
     with pytest.raises(JobFailed) as e:
         await ctx.fetch_inputs()
     assert e.value.code == "input_missing" and ref.upload_id in e.value.message
+
+
+async def test_worker_exits_on_sigterm_when_the_server_is_already_gone(bus, env, nats_server):  # type: ignore[no-untyped-def]
+    """`arforge up` killed with SIGKILL: its children get their stop signal at once, the
+    NATS server goes away with them; the worker must still exit, not reconnect forever."""
+    await bus.ensure_topology(sleep_registry(), ack_wait_s=10.0)
+    w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=10.0, grace=0.5)
+    j = job(seconds=30.0)
+    await bus.submit(j)
+    deadline = time.monotonic() + 20
+    while not runs(env["runs"], j.job_id):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    nats_server.stop()
+    t0 = time.monotonic()
+    w.send_signal(signal.SIGTERM)
+    try:
+        w.wait(40)
+    except subprocess.TimeoutExpired:
+        w.kill()
+        raise AssertionError("the worker did not exit after SIGTERM with the server gone") from None
+    assert time.monotonic() - t0 < 30
+    nats_server.start()
