@@ -92,16 +92,14 @@ async def record_event(conn: Any, event: Event) -> Decision | None:
                 *(decision.changes[c] for c in cols),
             )
         if decision.dead_letter:
-            dl = decision.dead_letter
-            await conn.execute(
-                _INSERT_DEAD_LETTER,
-                job_id,
-                dl["run"],
-                dl["reason"],
-                dl["attempts"],
-                dl["last_error"],
-            )
+            await _insert_dead_letter(conn, job_id, decision.dead_letter)
     return decision
+
+
+async def _insert_dead_letter(conn: Any, job_id: Any, dl: dict[str, Any]) -> None:
+    await conn.execute(
+        _INSERT_DEAD_LETTER, job_id, dl["run"], dl["reason"], dl["attempts"], dl["last_error"]
+    )
 
 
 # --- the batch path ----------------------------------------------------------------------
@@ -213,12 +211,5 @@ async def record_events(conn: Any, events: Sequence[Event]) -> BatchPlan:
         if plan.writes:
             await conn.execute(_UPDATE_JOBS, *_update_arrays(plan))
         for job_id, dl in plan.dead_letters:
-            await conn.execute(
-                _INSERT_DEAD_LETTER,
-                job_id,
-                dl["run"],
-                dl["reason"],
-                dl["attempts"],
-                dl["last_error"],
-            )
+            await _insert_dead_letter(conn, job_id, dl)
     return plan
