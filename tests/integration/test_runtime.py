@@ -67,6 +67,14 @@ async def wait_for_event(bus: Bus, job_id: str, etype: str, timeout: float = 30)
     raise AssertionError(f"no {etype} for {job_id}; saw {[e.type for e in evs]}")
 
 
+async def wait_until_running(env: dict[str, Path], j: JobMessage, timeout: float = 20) -> None:
+    """Until the handler of ``j`` has recorded its first run (the job is mid-attempt)."""
+    deadline = time.monotonic() + timeout
+    while not runs(env["runs"], j.job_id):
+        assert time.monotonic() < deadline, f"job {j.job_id} did not start"
+        await asyncio.sleep(0.05)
+
+
 def runs(runs_path: Path, job_id: str) -> list[int]:
     f = runs_path / f"{job_id}.runs"
     if not f.exists():
@@ -296,10 +304,7 @@ async def test_kill_9_mid_job_redelivers_and_completes_once(bus, env, nats_serve
     j = job(seconds=2.0)
     try:
         await bus.submit(j)
-        deadline = time.monotonic() + 20
-        while not runs(env["runs"], j.job_id):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await wait_until_running(env, j)
         os.kill(w1.pid, signal.SIGKILL)
         w1.wait()
         w2 = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=1.0)
@@ -322,10 +327,7 @@ async def test_sigterm_lets_running_job_finish_within_grace(bus, env, nats_serve
     w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=1.0, grace=10)
     j = job(seconds=2.0)
     await bus.submit(j)
-    deadline = time.monotonic() + 20
-    while not runs(env["runs"], j.job_id):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await wait_until_running(env, j)
     w.send_signal(signal.SIGTERM)
     assert w.wait(30) == 0
     evs = await wait_for_event(bus, j.job_id, "job.completed", 5)
@@ -339,10 +341,7 @@ async def test_sigterm_past_grace_hands_job_back_never_lost(bus, env, nats_serve
     w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=10.0, grace=0.5)
     j = job(seconds=4.0)
     await bus.submit(j)
-    deadline = time.monotonic() + 20
-    while not runs(env["runs"], j.job_id):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await wait_until_running(env, j)
     w.send_signal(signal.SIGTERM)
     assert w.wait(30) == 0
     evs = await events_of(bus, j.job_id)
@@ -363,10 +362,7 @@ async def test_a_hand_back_survives_a_server_restart_right_after(bus, env, nats_
     w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=15.0, grace=0.3)
     j = job(seconds=3.0)
     await bus.submit(j)
-    deadline = time.monotonic() + 20
-    while not runs(env["runs"], j.job_id):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await wait_until_running(env, j)
     w.send_signal(signal.SIGTERM)
     assert w.wait(30) == 0
     await bus.close()
@@ -392,10 +388,7 @@ async def test_nats_restart_mid_run_jobs_complete(nats_server, env):  # type: ig
             await bus.submit(running)
             for q in queued:
                 await bus.submit(q)
-            deadline = time.monotonic() + 20
-            while not runs(env["runs"], running.job_id):
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await wait_until_running(env, running)
             await asyncio.to_thread(nats_server.restart)
             for j in [running, *queued]:
                 await wait_for_event(bus, j.job_id, "job.completed", 60)
@@ -496,10 +489,7 @@ async def test_worker_exits_on_sigterm_when_the_server_is_already_gone(bus, env,
     w = spawn_worker(nats_server.url, env["store"], env["runs"], ack_wait=10.0, grace=0.5)
     j = job(seconds=30.0)
     await bus.submit(j)
-    deadline = time.monotonic() + 20
-    while not runs(env["runs"], j.job_id):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await wait_until_running(env, j)
     nats_server.stop()
     t0 = time.monotonic()
     w.send_signal(signal.SIGTERM)
