@@ -43,7 +43,7 @@ async def test_job_and_its_queued_event_are_both_stored_and_deduplicated(nats_se
         assert info.state.messages == 1
         ev = Event.model_validate_json((await bus.js.get_msg(EVENTS, 1)).data or b"")
         assert (ev.type, ev.subject) == ("job.queued", job.job_id)
-        assert bus.js.publish_async_pending() == 0
+        assert bus.publisher.pending == 0
     finally:
         await bus.close()
 
@@ -57,7 +57,30 @@ async def test_unanswered_publishes_time_out_and_free_their_slots(nats_server) -
         job = a_job()
         with pytest.raises(TimeoutError):
             await bus.submit(job, events=[queued(job)])
-        assert bus.js.publish_async_pending() == 0
+        assert bus.publisher.pending == 0
     finally:
         nats_server.start()
+        await bus.close()
+
+
+async def test_publisher_reports_refusals_and_missing_streams_as_errors(nats_server) -> None:  # type: ignore[no-untyped-def]
+    from nats.js.errors import APIError, NoStreamResponseError
+
+    bus = await connect(nats_server.url, name="test")
+    try:
+        await bus.ensure_topology([Registry()["photogrammetry"]])
+        pub = bus.publisher
+        first = await (await pub.publish("jobs.photogrammetry.low", b"{}", {}))
+        second = await (await pub.publish("jobs.photogrammetry.low", b"{}", {}))
+        assert second == first + 1
+        # the stream refuses a publish whose expected last sequence is wrong
+        stale = {"Nats-Expected-Last-Sequence": str(first)}
+        with pytest.raises(APIError) as refused:
+            await (await pub.publish("jobs.photogrammetry.low", b"{}", stale))
+        assert refused.value.err_code == 10071  # wrong last sequence
+        with pytest.raises(NoStreamResponseError):
+            await (await pub.publish("no.stream.here", b"{}", {}))
+        assert pub.pending == 0
+        assert (await bus.js.stream_info(JOBS)).state.messages == 2
+    finally:
         await bus.close()

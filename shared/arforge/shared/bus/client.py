@@ -18,6 +18,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from ..contracts import PRIORITIES, Event, JobMessage, JobSpec
 from . import topology as t
+from .publisher import AckedPublisher
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +37,7 @@ class Bus:
         self.js = js
         self.timeout_s = timeout_s  # for JetStream API requests and publish acknowledgements
         self._kv: Any = None
+        self.publisher = AckedPublisher(nc)
 
     # --- set-up ------------------------------------------------------------------
     async def ensure_topology(
@@ -77,19 +79,19 @@ class Bus:
             )
         ]
         msgs += [_event_msg(e) for e in events]
-        acks = await self._publish_all(msgs)
-        return int(acks[0].seq)
+        seqs = await self._publish_all(msgs)
+        return seqs[0]
 
-    async def _publish_all(self, msgs: list[tuple[str, bytes, dict[str, str]]]) -> list[Any]:
-        """Publish ``(subject, payload, headers)`` messages back to back; their PubAcks.
+    async def _publish_all(self, msgs: list[tuple[str, bytes, dict[str, str]]]) -> list[int]:
+        """Publish ``(subject, payload, headers)`` messages back to back; their sequences.
 
-        One wait for all acknowledgements (``timeout_s``); on error or
-        timeout the outstanding futures are cancelled, which frees their slots.
+        One wait for all acknowledgements (``timeout_s``); on error or timeout the
+        outstanding futures are cancelled, which forgets them.
         """
-        futs: list[asyncio.Future[Any]] = []
+        futs: list[asyncio.Future[int]] = []
         try:
             for subject, payload, headers in msgs:
-                futs.append(await self.js.publish_async(subject, payload, headers=headers))
+                futs.append(await self.publisher.publish(subject, payload, headers))
             async with asyncio.timeout(self.timeout_s):
                 return list(await asyncio.gather(*futs))
         except BaseException:
@@ -199,12 +201,15 @@ class Bus:
 
     # --- events ------------------------------------------------------------------
     async def emit(self, event: Event) -> None:
-        """Publish ``event`` to EVENTS with ``Nats-Msg-Id`` = event id (deduplicated)."""
-        subject, payload, headers = _event_msg(event)
-        await self.js.publish(subject, payload, headers=headers)
+        """Publish ``event`` to EVENTS with ``Nats-Msg-Id`` = event id (deduplicated).
 
-    async def emit_nowait(self, event: Event) -> asyncio.Future[Any]:
-        """Publish ``event`` once, without waiting; returns the future of its PubAck.
+        Raises ``TimeoutError`` when no acknowledgement comes within ``timeout_s``, or the
+        JetStream ``APIError`` the server answered.
+        """
+        await self._publish_all([_event_msg(event)])
+
+    async def emit_nowait(self, event: Event) -> asyncio.Future[int]:
+        """Publish ``event`` once, without waiting; returns the future of its stream sequence.
 
         The message is in the connection's outgoing buffer when this returns, so anything
         published after it on this bus lands after it in the stream. Whoever holds the
@@ -212,9 +217,9 @@ class Bus:
         :meth:`settle`).
         """
         subject, payload, headers = _event_msg(event)
-        return await self.js.publish_async(subject, payload, headers=headers)
+        return await self.publisher.publish(subject, payload, headers)
 
-    async def settle(self, ack: asyncio.Future[Any]) -> bool:
+    async def settle(self, ack: asyncio.Future[int]) -> bool:
         """Await a :meth:`emit_nowait` acknowledgement for up to ``timeout_s``.
 
         ``True`` when the server stored the message; on error or timeout the future is
@@ -293,6 +298,7 @@ class Bus:
                 pass
 
     async def close(self) -> None:
+        await self.publisher.close()
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()

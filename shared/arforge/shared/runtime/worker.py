@@ -536,7 +536,7 @@ class Worker:
                     if through:
                         self._cancel_running(job_id, through)
 
-    async def _emit_nowait(self, event: Any) -> asyncio.Future[Any] | None:
+    async def _emit_nowait(self, event: Any) -> asyncio.Future[int] | None:
         """Publish a non-critical event once without waiting; its PubAck future or None."""
         try:
             return await self.bus.emit_nowait(event)
@@ -544,7 +544,7 @@ class Worker:
             log.warning("could not publish event", event_type=event.type, error=str(e))
             return None
 
-    async def _settle_started(self, ack: asyncio.Future[Any]) -> None:
+    async def _settle_started(self, ack: asyncio.Future[int]) -> None:
         if not await self.bus.settle(ack):
             log.warning("job.started was not acknowledged; the tracker will see the outcome only")
 
