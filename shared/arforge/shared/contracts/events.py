@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -11,6 +12,7 @@ from pydantic import BaseModel, Field
 
 EVENT_VERSION = "1"
 _NAMESPACE = uuid.UUID("6f1c1c1e-7a0b-4d7e-9a43-2f1d3c7e8b10")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 
 
 class JobStatus(StrEnum):
@@ -50,8 +52,15 @@ class Event(BaseModel):
 
 
 def event_id(*parts: object) -> str:
-    """A deterministic event id (UUIDv5) so a re-emitted event deduplicates."""
-    return str(uuid.uuid5(_NAMESPACE, ":".join(str(p) for p in parts)))
+    """A deterministic event id so a re-emitted event deduplicates.
+
+    The id is the UUIDv5 (RFC 9562, section 5.5: SHA-1 of namespace + name, version and
+    variant bits set) of the parts joined by ``:`` -- what ``uuid.uuid5`` returns, built
+    here without the ``UUID`` object (three per job on the hot path).
+    """
+    d = hashlib.sha1(_NAMESPACE_BYTES + ":".join(map(str, parts)).encode()).digest()
+    h = (d[:6] + bytes(((d[6] & 0x0F) | 0x50, d[7], (d[8] & 0x3F) | 0x80)) + d[9:16]).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def job_event(
