@@ -143,12 +143,15 @@ async def test_two_captures_keep_the_largest_model_and_warn(tmp_path: Path) -> N
     )
     assert stages[-1] == "done"
     assert result.total_images == 15
-    assert result.registered_images == 10
-    assert set(result.registered_names) == {f"s_{p.name}" for p in skull}
-    assert result.models[0] == 10
+    # The kept model is the skull's: all of its 10 images, or 9 in the runs where the
+    # multithreaded incremental mapper leaves one out (about one run in five here).
+    kept = result.registered_images
+    assert kept in (9, 10)
+    assert set(result.registered_names) <= {f"s_{p.name}" for p in skull}
+    assert result.models[0] == kept
     assert len(result.models) >= 2 and result.models[1] >= 3  # the fox became its own model
     assert result.camera_groups == 2  # two camera groups (1200x800 and 1080x1920)
-    split = [w for w in result.warnings if "largest reconstructed model holds 10 of 15" in w]
+    split = [w for w in result.warnings if f"largest reconstructed model holds {kept} of 15" in w]
     assert split and f"other models: {', '.join(map(str, result.models[1:]))} images" in split[0]
     report = json.loads(result.report_path.read_text())
     assert report["models"] == result.models
