@@ -428,6 +428,24 @@ async def test_artifact_download_streams_from_local_store(api) -> None:  # type:
     assert resp.status_code == 200, resp.text
     assert resp.content == payload
     assert resp.headers["content-type"] == "model/gltf-binary"
+    assert resp.headers["accept-ranges"] == "bytes"
+    assert resp.headers["content-disposition"] == 'attachment; filename="model.glb"'
+    # a byte range (AR Quick Look and download managers ask for them; resumable downloads)
+    part = await client.get(
+        f"/v1/jobs/{job['id']}/artifacts/model.glb", headers={**h, "Range": "bytes=4-131"}
+    )
+    assert part.status_code == 206, part.text
+    assert part.content == payload[4:132]
+    assert part.headers["content-range"] == f"bytes 4-131/{len(payload)}"
+    tail = await client.get(
+        f"/v1/jobs/{job['id']}/artifacts/model.glb", headers={**h, "Range": "bytes=-10"}
+    )
+    assert tail.status_code == 206 and tail.content == payload[-10:]
+    beyond = await client.get(
+        f"/v1/jobs/{job['id']}/artifacts/model.glb",
+        headers={**h, "Range": f"bytes={len(payload) + 5}-"},
+    )
+    assert beyond.status_code == 416
     assert_error(
         await client.get(f"/v1/jobs/{job['id']}/artifacts/nope.usdz", headers=h),
         404,

@@ -10,11 +10,12 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 
 from arforge.shared.contracts import TERMINAL, JobStatus, Priority, Registry, job_event
 from arforge.shared.storage.base import ObjectStore
+from arforge.shared.storage.local import LocalStore
 
 from ..db import jobs as q
 from ..deps import (
@@ -394,11 +395,14 @@ async def job_events(
 @router.get(
     "/{job_id}/artifacts/{name}",
     summary="Download an artifact",
-    description="307 to a presigned URL when the store offers one, else the file is streamed.",
+    description="307 to a presigned URL when the store offers one, else the file is streamed; "
+    "from local storage with byte ranges (`Range: bytes=0-1023` answers 206).",
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The file"},
+        206: {"description": "The requested byte range (local storage)"},
         307: {"description": "Redirect to a presigned URL"},
+        416: {"description": "The requested range lies beyond the end of the file"},
         **error_responses(401, 404),
     },
 )
@@ -424,10 +428,15 @@ async def get_artifact(
     head = await store.head(art["key"])
     if head is None:
         raise ApiError(404, "artifact_not_found", f"artifact {name!r} is missing from storage")
+    media_type = art.get("content_type") or head.content_type
+    if isinstance(store, LocalStore):
+        # Served from disk: byte ranges (206 / 416), ETag and Last-Modified come with it;
+        # AR Quick Look and download managers fetch large USDZ / GLB / PLY files in ranges.
+        return FileResponse(store.path_for(art["key"]), media_type=media_type, filename=name)
     safe = name.replace('"', "")
     return StreamingResponse(
         store.stream(art["key"]),
-        media_type=art.get("content_type") or head.content_type,
+        media_type=media_type,
         headers={
             "Content-Length": str(head.size),
             "Content-Disposition": f'attachment; filename="{safe}"',
