@@ -275,3 +275,70 @@ async def test_keys_create_checks_the_tenant_name_length(
     assert r.out.startswith(f"API key for tenant {'x' * 200} (shown once")
     assert capsys.readouterr().out.startswith("afk_")  # the key itself: plain print()
     assert await api.count("tenants") == tenants + 1
+
+
+async def test_keys_list_and_revoke(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    url = api.app.state.settings.database_url
+    pool = api.app.state.pool
+    r = await api.cli("keys", "create", "--tenant", "acme", "--database-url", url)
+    assert r.rc == 0, r.err
+    key = capsys.readouterr().out.strip()
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        assert (await http.get("/v1/jobs", headers=auth)).status_code == 200
+        used = await pool.fetchval("SELECT last_used_at FROM api_keys WHERE prefix = $1", key[:12])
+        assert used is not None
+        # within a minute another request does not write the row again
+        assert (await http.get("/v1/jobs", headers=auth)).status_code == 200
+        assert (
+            await pool.fetchval("SELECT last_used_at FROM api_keys WHERE prefix = $1", key[:12])
+            == used
+        )
+
+        r = await api.cli("keys", "list", "--tenant", "acme", "--json", "--database-url", url)
+        assert r.rc == 0, r.err
+        listed = json.loads(r.out)
+        assert [(k["tenant"], k["prefix"], k["revoked_at"]) for k in listed] == [
+            ("acme", key[:12], None)
+        ]
+        assert listed[0]["last_used_at"] is not None and key not in r.out
+        r = await api.cli("keys", "list", "--database-url", url)  # every tenant, as a table
+        lines = r.out.splitlines()
+        assert lines[0].split() == ["id", "tenant", "prefix", "created", "last", "used", "revoked"]
+        assert len(lines) == 2 + 2  # the fixture's tenant key and acme's
+        assert any(key[:12] in ln and ln.rstrip().endswith("-") for ln in lines[2:])
+
+        r = await api.cli("keys", "revoke", key[:12], "--database-url", url)
+        assert r.rc == 0, r.err
+        assert f"API key {key[:12]}… of tenant acme is revoked" in r.out
+        refused = await http.get("/v1/jobs", headers=auth)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+        first = await pool.fetchval("SELECT revoked_at FROM api_keys WHERE prefix = $1", key[:12])
+        r = await api.cli("keys", "revoke", listed[0]["id"], "--database-url", url)  # by id
+        assert r.rc == 0
+        assert (
+            await pool.fetchval("SELECT revoked_at FROM api_keys WHERE prefix = $1", key[:12])
+            == first
+        )
+        # the API key of the fixture still works
+        assert (
+            await http.get("/v1/jobs", headers={"Authorization": f"Bearer {api.key}"})
+        ).status_code == 200
+
+    r = await api.cli("keys", "revoke", "afk_nothere", "--database-url", url)
+    assert r.rc == 1 and "no API key has the id or prefix 'afk_nothere'" in r.err
+    await pool.execute("UPDATE api_keys SET prefix = 'afk_same1234'")
+    r = await api.cli("keys", "revoke", "afk_same1234", "--database-url", url)
+    assert r.rc == 2 and "2 API keys have the prefix 'afk_same1234'" in r.err
+
+
+async def test_last_used_is_bumped_once_it_is_a_minute_old(api: Api) -> None:
+    from arforge.api.auth import tenant_for_key
+
+    pool = api.app.state.pool
+    await pool.execute("UPDATE api_keys SET last_used_at = now() - interval '2 minutes'")
+    before = await pool.fetchval("SELECT last_used_at FROM api_keys")
+    tenant = await tenant_for_key(pool, api.key)
+    assert tenant is not None
+    after = await pool.fetchval("SELECT last_used_at FROM api_keys")
+    assert (after - before).total_seconds() > 100

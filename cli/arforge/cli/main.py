@@ -4,7 +4,7 @@ Stack:   ``arforge up``, ``arforge down``, ``arforge demo``
 Jobs:    ``arforge submit TYPE --input FILE [--param k=v] [--priority high] [--wait]``,
          ``arforge status ID``, ``arforge jobs``, ``arforge cancel ID``, ``arforge retry ID``,
          ``arforge dlq list``, ``arforge dlq replay ID``
-Keys:    ``arforge keys create --tenant NAME``
+Keys:    ``arforge keys create --tenant NAME``, ``arforge keys list``, ``arforge keys revoke ID``
 See :mod:`arforge.cli.config` for where the API URL and key come from.
 """
 
@@ -312,30 +312,46 @@ def tenant_name(raw: str) -> str:
 def cmd_keys(args: argparse.Namespace) -> int:
     import asyncpg
 
-    from .stack.stack import create_key
+    from .keys import keys_table
+    from .stack.stack import with_database
 
     try:
-        name = tenant_name(args.tenant)
-    except ValueError as e:
-        err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
-        return 2
-    url = config.database_url(args.data_dir, args.database_url)
-    try:
-        key = create_key(url, name)
+        from arforge.api import auth
     except ModuleNotFoundError as e:
         err_console.print(f"[red]error:[/] the API package is missing ({e.name}): make install")
         return 1
+    url = config.database_url(args.data_dir, args.database_url)
+    try:
+        if args.keys_command == "create":
+            name = tenant_name(args.tenant)
+            key = with_database(url, lambda conn: auth.create_api_key(conn, name))
+            console.print(f"API key for tenant {escape(name)} (shown once, store it safely):")
+            print(key)
+        elif args.keys_command == "list":
+            tenant = tenant_name(args.tenant) if args.tenant is not None else None
+            keys = with_database(url, lambda conn: auth.list_api_keys(conn, tenant))
+            keys_table(keys, console, args.json, wide=args.wide)
+        else:
+            info = with_database(url, lambda conn: auth.revoke_api_key(conn, args.key))
+            console.print(
+                f"API key {escape(info.prefix)}… of tenant {escape(info.tenant)} is revoked "
+                "(requests with it now answer 401)"
+            )
     except ValueError as e:
         err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         return 2
+    except LookupError as e:
+        err_console.print(f"[red]error:[/] {escape(str(e.args[0]))}", soft_wrap=True)
+        return 1
     except (asyncpg.PostgresError, OSError, TimeoutError) as e:
         why = " ".join(str(e).split()) or type(e).__name__
+        what = {"create": "create the key in", "list": "list the keys of"}.get(
+            args.keys_command, "revoke the key in"
+        )
         err_console.print(
-            f"[red]error:[/] cannot create the key in the database: {escape(why)}", soft_wrap=True
+            f"[red]error:[/] cannot {what} the database: {escape(why)}", soft_wrap=True
         )
         return 1
-    console.print(f"API key for tenant {escape(name)} (shown once, store it safely):")
-    print(key)
     return 0
 
 
@@ -566,7 +582,18 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help=f"tenant name, 1 to {TENANT_NAME_MAX} characters (created if new)",
     )
-    kc.add_argument("--database-url", help="default: ARFORGE_DATABASE_URL or .arforge/stack.json")
+    db_help = "default: ARFORGE_DATABASE_URL or .arforge/stack.json"
+    kc.add_argument("--database-url", help=db_help)
+    kl = ksub.add_parser(
+        "list", parents=[common], help="list keys: id, tenant, prefix, created, last used, revoked"
+    )
+    kl.add_argument("--tenant", help="only this tenant's keys")
+    kl.add_argument("--wide", action="store_true", help="full ids, no column cut to fit")
+    kl.add_argument("--json", action="store_true", help="print the keys as JSON")
+    kl.add_argument("--database-url", help=db_help)
+    kr = ksub.add_parser("revoke", parents=[common], help="revoke a key (its requests get 401)")
+    kr.add_argument("key", help="the key's id or its display prefix (afk_ + 8), from keys list")
+    kr.add_argument("--database-url", help=db_help)
     sp.set_defaults(func=cmd_keys)
     return p
 

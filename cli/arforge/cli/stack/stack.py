@@ -18,14 +18,17 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 from . import nats, postgres, procs, services
 from .supervisor import Child, ChildSpec, Supervisor
+
+T = TypeVar("T")
 
 DEFAULT_NATS_PORT = 4333
 DEFAULT_API_PORT = 8000
@@ -375,20 +378,25 @@ def write_secret(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def create_key(database_url: str, tenant: str) -> str:
-    """A new API key for ``tenant`` (created if missing), via ``arforge.api.auth``."""
+def with_database(database_url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``fn(connection)`` on one asyncpg connection to ``database_url``; its result."""
     import asyncpg
 
-    from arforge.api.auth import create_api_key
-
-    async def run() -> str:
+    async def run() -> T:
         conn = await asyncpg.connect(database_url, timeout=10)
         try:
-            return await create_api_key(conn, tenant)
+            return await fn(conn)
         finally:
             await conn.close()
 
     return asyncio.run(run())
+
+
+def create_key(database_url: str, tenant: str) -> str:
+    """A new API key for ``tenant`` (created if missing), via ``arforge.api.auth``."""
+    from arforge.api.auth import create_api_key
+
+    return with_database(database_url, lambda conn: create_api_key(conn, tenant))
 
 
 def running_supervisor(data_dir: Path) -> procs.PidRecord | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,14 +74,100 @@ async def create_api_key(conn_or_pool: asyncpg.Connection | asyncpg.Pool, tenant
     return key
 
 
+#: ``last_used_at`` is written at most this often per key, not on every request.
+LAST_USED_RESOLUTION_S = 60
+
+
 async def tenant_for_key(conn_or_pool: Any, key: str) -> Tenant | None:
-    """The tenant a (non-revoked) key belongs to, or ``None``; updates ``last_used_at``."""
+    """The tenant a (non-revoked) key belongs to, or ``None``.
+
+    One indexed read per request; ``last_used_at`` is bumped only when it is older than
+    ``LAST_USED_RESOLUTION_S`` (a write on every request would put one row update in front
+    of every API call). A revoked key is refused at once: nothing is cached.
+    """
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     row = await conn_or_pool.fetchrow(
-        "UPDATE api_keys k SET last_used_at = now() FROM tenants t "
-        "WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND t.id = k.tenant_id "
-        "RETURNING t.id, t.name",
+        "SELECT k.id AS key_id, t.id, t.name,"
+        " k.last_used_at IS NULL OR k.last_used_at < now() - make_interval(secs => $2)"
+        " AS stale FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        " WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
         hash_key(key),
+        float(LAST_USED_RESOLUTION_S),
     )
-    return Tenant(id=str(row["id"]), name=row["name"]) if row else None
+    if row is None:
+        return None
+    if row["stale"]:
+        await conn_or_pool.execute(
+            "UPDATE api_keys SET last_used_at = now() WHERE id = $1", row["key_id"]
+        )
+    return Tenant(id=str(row["id"]), name=row["name"])
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What an operator may see of a key: never the key itself."""
+
+    id: str
+    tenant: str
+    prefix: str
+    created_at: Any  # datetime
+    last_used_at: Any  # datetime | None
+    revoked_at: Any  # datetime | None
+
+
+async def list_api_keys(conn: Any, tenant_name: str | None = None) -> list[KeyInfo]:
+    """Every key (or ``tenant_name``'s), oldest first, revoked ones included."""
+    rows = await conn.fetch(
+        "SELECT k.id, t.name, k.prefix, k.created_at, k.last_used_at, k.revoked_at"
+        " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        " WHERE $1::text IS NULL OR t.name = $1 ORDER BY k.created_at, k.id",
+        tenant_name,
+    )
+    return [
+        KeyInfo(
+            str(r["id"]),
+            r["name"],
+            r["prefix"],
+            r["created_at"],
+            r["last_used_at"],
+            r["revoked_at"],
+        )
+        for r in rows
+    ]
+
+
+async def revoke_api_key(conn: Any, ref: str) -> KeyInfo:
+    """Revoke the key whose id (UUID) or display prefix (``afk_`` + 8) is ``ref``.
+
+    Returns the key as it is now (already revoked keys keep their first revocation time).
+    Raises ``LookupError`` when no key matches and ``ValueError`` when a prefix matches
+    several keys (name one by id then).
+    """
+    ref = ref.strip()
+    try:
+        key_id: uuid.UUID | None = uuid.UUID(ref)
+    except ValueError:
+        key_id = None
+    rows = await conn.fetch("SELECT id FROM api_keys WHERE id = $1 OR prefix = $2", key_id, ref)
+    if not rows:
+        raise LookupError(f"no API key has the id or prefix {ref!r}")
+    if len(rows) > 1:
+        raise ValueError(
+            f"{len(rows)} API keys have the prefix {ref!r}; revoke one by its id "
+            "(arforge keys list)"
+        )
+    row = await conn.fetchrow(
+        "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()) FROM tenants t"
+        " WHERE k.id = $1 AND t.id = k.tenant_id"
+        " RETURNING k.id, t.name, k.prefix, k.created_at, k.last_used_at, k.revoked_at",
+        rows[0]["id"],
+    )
+    return KeyInfo(
+        str(row["id"]),
+        row["name"],
+        row["prefix"],
+        row["created_at"],
+        row["last_used_at"],
+        row["revoked_at"],
+    )
