@@ -164,6 +164,10 @@ def test_down_from_a_subdirectory_stops_the_stack_of_the_project(
     # A real process stands in for the supervisor `arforge up` records.
     proc = subprocess.Popen(["sleep", "60"])
     try:
+        # record it once exec is done (before, its command line is still this Python's)
+        deadline = time.monotonic() + 10
+        while procs.cmdline(proc.pid) != ["sleep", "60"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         procs.write_pid_file(root / ".arforge" / "run", "supervisor", proc.pid)
         monkeypatch.chdir(sub)
         rc, out, _ = _cli(["down", "--timeout", "10"], monkeypatch)
