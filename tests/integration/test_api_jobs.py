@@ -201,7 +201,8 @@ async def test_idempotency_key_gives_one_job(api) -> None:  # type: ignore[no-un
     assert info.state.messages == 1
 
     err = assert_error(await submit(client, hk, [up], priority="low"), 409, "idempotency_conflict")
-    assert "Idempotency-Key" in err["message"]
+    assert "Idempotency-Key" in err["message"] and first.json()["id"] in err["message"]
+    assert err["details"] == {"job_id": first.json()["id"]}
     # the same key is a different namespace for another tenant
     other = await new_tenant_key(app)
     up2 = await insert_upload(app, other)

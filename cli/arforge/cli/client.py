@@ -25,13 +25,17 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 
 class ApiError(RuntimeError):
-    """An API error: HTTP ``status`` (0 when unreachable), ``code`` and ``message``."""
+    """An API error: HTTP ``status`` (0 when unreachable), ``code``, ``message`` and the
+    error's ``details`` object (empty when it has none)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{message} ({code}{f', HTTP {status}' if status else ''})")
         self.status = status
         self.code = code
         self.message = message
+        self.details = details or {}
 
 
 def safe_name(name: str) -> str:
@@ -65,7 +69,13 @@ class Client:
         try:
             body = r.json()
             err = body["error"]
-            return ApiError(r.status_code, str(err.get("code")), str(err.get("message")))
+            details = err.get("details")
+            return ApiError(
+                r.status_code,
+                str(err.get("code")),
+                str(err.get("message")),
+                details if isinstance(details, dict) else None,
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             text = r.text.strip().replace("\n", " ")[:200]
             return ApiError(r.status_code, "http_error", text or r.reason_phrase)

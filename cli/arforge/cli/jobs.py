@@ -301,8 +301,13 @@ def _conflict(
             f"the same input files but another type, priority or params ({error.message})"
         )
         return None
-    # The key's job is older than the pre-upload search reached: search further.
-    earlier = idempotency.find_job_by_key(client, key, idempotency.SCAN_AFTER_CONFLICT)
+    # The key's job is older than the pre-upload search reached: the API names it (older
+    # APIs did not: then search further).
+    named = error.details.get("job_id")
+    if named:
+        earlier: dict[str, Any] | None = client.job(str(named))
+    else:
+        earlier = idempotency.find_job_by_key(client, key, idempotency.SCAN_AFTER_CONFLICT)
     ids = idempotency.matching_upload_ids(client, earlier, hashes) if earlier else None
     job = None
     if ids is not None:

@@ -32,6 +32,12 @@ class ErrorBody(BaseModel):
     code: str = Field(examples=["not_found"], description="Machine-readable error code")
     message: str = Field(examples=["job not found"], description="A sentence for people")
     fields: list[FieldError] | None = Field(None, description="Per-field problems (422 only)")
+    details: dict[str, Any] | None = Field(
+        None,
+        examples=[{"job_id": "0b8c6f5e-2a9d-4c1e-9f4b-7d2e1a3c5b6f"}],
+        description="Facts about the error a client can act on (e.g. the job an "
+        "`idempotency_conflict` key belongs to)",
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -44,7 +50,8 @@ class ApiError(Exception):
     """An HTTP error with a machine-readable ``code`` and a human ``message``.
 
     ``fields`` (optional) lists per-field problems as ``{"loc", "message", "type"}`` dicts.
-    ``headers`` are added to the response (e.g. ``WWW-Authenticate`` on 401).
+    ``headers`` are added to the response (e.g. ``WWW-Authenticate`` on 401);
+    ``details`` (optional) is a JSON object a client can act on.
     """
 
     def __init__(
@@ -55,6 +62,7 @@ class ApiError(Exception):
         *,
         fields: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
@@ -62,6 +70,7 @@ class ApiError(Exception):
         self.message = message
         self.fields = fields
         self.headers = headers
+        self.details = details
 
 
 def error_json(
@@ -70,11 +79,14 @@ def error_json(
     message: str,
     fields: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> JSONResponse:
     """A JSONResponse in the standard error shape."""
     body: dict[str, Any] = {"code": code, "message": message}
     if fields is not None:
         body["fields"] = fields
+    if details is not None:
+        body["details"] = details
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
@@ -108,7 +120,7 @@ _DEFAULT_CODES = {
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_json(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+    return error_json(exc.status, exc.code, exc.message, exc.fields, exc.headers, exc.details)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -138,7 +138,9 @@ def _idempotent_replay(row: Any, digest: str, response: Response) -> Job:
         raise ApiError(
             409,
             "idempotency_conflict",
-            "this Idempotency-Key was already used with a different request body",
+            f"this Idempotency-Key was already used for job {row['id']} with a different "
+            "request body",
+            details={"job_id": str(row["id"])},
         )
     response.status_code = 200
     return job_from_row(row)
@@ -156,7 +158,8 @@ def _idempotent_replay(row: Any, digest: str, response: Response) -> Job:
         "publishes it (if the queue is briefly unavailable the job is still accepted and "
         "published again shortly). With an "
         "`Idempotency-Key` header the same key and body return the same job (200); the same "
-        "key with a different body is a 409 `idempotency_conflict`."
+        "key with a different body is a 409 `idempotency_conflict` whose `details.job_id` names "
+        "the job the key belongs to."
     ),
     responses={
         200: {"model": Job, "description": "Idempotent replay: the job created earlier"},
