@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from arforge.api.auth import create_api_key, tenant_for_key
 from arforge.api.db import migrate
@@ -236,3 +237,20 @@ async def test_entry_points_serve_and_track(nats_server, fresh_db: str, tmp_path
         codes = [await asyncio.wait_for(p.wait(), 30) for p in procs]
     # uvicorn re-raises SIGTERM after its graceful shutdown (-15); the tracker exits 0
     assert codes[0] in (0, -15) and codes[1] == 0
+
+
+async def test_metrics_token_guards_metrics_when_set(
+    nats_server, fresh_db: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = api_settings(nats_server.url, fresh_db, tmp_path / "store")
+    settings.metrics_token = SecretStr("s3cret-scrape")
+    async with running_api(settings) as (app, client):
+        refused = await client.get("/metrics")
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "unauthorized"
+        assert refused.headers["www-authenticate"] == "Bearer"
+        key = (await new_tenant_key(app))["Authorization"]  # a tenant's key is not enough
+        assert (await client.get("/metrics", headers={"Authorization": key})).status_code == 401
+        ok = await client.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"})
+        assert ok.status_code == 200 and "arforge_jobs" in ok.text
+        assert (await client.get("/healthz")).status_code == 200  # probes stay open

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     policies: dict[str, PolicyOverride] = {}
     max_upload_bytes: int = 2 * 1024**3
+    # When set, GET /metrics needs `Authorization: Bearer <token>` (Prometheus:
+    # `authorization: {credentials: <token>}`); unset, it is open like /healthz.
+    metrics_token: SecretStr | None = None
 
 
 @lru_cache(maxsize=1)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..deps import get_settings
+from ..errors import ApiError, error_responses
 from ..metrics import render, take_snapshot
 
 router = APIRouter(tags=["operations"])
@@ -102,13 +105,35 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "checks": checks})
 
 
+def _check_metrics_token(request: Request) -> None:
+    """401 unless the request carries the configured metrics bearer token (if any)."""
+    token = get_settings(request).metrics_token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        value.strip().encode(), token.get_secret_value().encode()
+    ):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "/metrics needs the metrics token (ARFORGE_METRICS_TOKEN) as a bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
+    description="Open unless `ARFORGE_METRICS_TOKEN` is set; then it needs "
+    "`Authorization: Bearer <that token>` (not a tenant's API key: the figures cover "
+    "every tenant).",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **error_responses(401)},
 )
 async def metrics(request: Request) -> Response:
+    _check_metrics_token(request)
     state = request.app.state
     if state.pool is None:
         return Response("# not ready\n", status_code=503, media_type=CONTENT_TYPE_LATEST)
