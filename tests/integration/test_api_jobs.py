@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from arforge.api.testing import api_settings, insert_upload, new_tenant_key, running_api
@@ -419,6 +421,7 @@ async def test_artifact_download_streams_from_local_store(api) -> None:  # type:
         "key": key,
         "content_type": "model/gltf-binary",
         "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
     }
     await feed(
         app,
@@ -431,22 +434,45 @@ async def test_artifact_download_streams_from_local_store(api) -> None:  # type:
     assert resp.headers["content-type"] == "model/gltf-binary"
     assert resp.headers["accept-ranges"] == "bytes"
     assert resp.headers["content-disposition"] == 'attachment; filename="model.glb"'
+    etag = resp.headers["etag"]
+    assert etag == f'"{hashlib.sha256(payload).hexdigest()}"'  # the artifact's SHA-256
+    url = f"/v1/jobs/{job['id']}/artifacts/model.glb"
+
+    async def get(**hdrs: str) -> httpx.Response:
+        return await client.get(url, headers={**h, **hdrs})
+
     # a byte range (AR Quick Look and download managers ask for them; resumable downloads)
-    part = await client.get(
-        f"/v1/jobs/{job['id']}/artifacts/model.glb", headers={**h, "Range": "bytes=4-131"}
-    )
+    part = await get(Range="bytes=4-131")
     assert part.status_code == 206, part.text
     assert part.content == payload[4:132]
     assert part.headers["content-range"] == f"bytes 4-131/{len(payload)}"
-    tail = await client.get(
-        f"/v1/jobs/{job['id']}/artifacts/model.glb", headers={**h, "Range": "bytes=-10"}
-    )
+    assert part.headers["content-length"] == "128"
+    tail = await get(Range="bytes=-10")
     assert tail.status_code == 206 and tail.content == payload[-10:]
-    beyond = await client.get(
-        f"/v1/jobs/{job['id']}/artifacts/model.glb",
-        headers={**h, "Range": f"bytes={len(payload) + 5}-"},
-    )
-    assert beyond.status_code == 416
+    opened = await get(Range="bytes=1000-")
+    assert opened.status_code == 206 and opened.content == payload[1000:]
+    clamped = await get(Range="bytes=1020-99999")
+    assert clamped.headers["content-range"] == f"bytes 1020-{len(payload) - 1}/{len(payload)}"
+    # malformed, reversed or several ranges: the whole file, as the RFC allows
+    for bad in ("bytes=abc", "bytes=100-50", "items=0-5", "bytes=0-1,5-6"):
+        whole = await get(Range=bad)
+        assert (whole.status_code, whole.content) == (200, payload), bad
+    beyond = await get(Range=f"bytes={len(payload) + 5}-")
+    err = assert_error(beyond, 416, "range_not_satisfiable")
+    assert f"({len(payload)} bytes)" in err["message"]
+    assert beyond.headers["content-range"] == f"bytes */{len(payload)}"
+    # validators: 304 for the same ETag; If-Range with another tag ignores the range
+    same = await get(**{"If-None-Match": etag})
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
+    assert (await get(**{"If-None-Match": '"other"'})).status_code == 200
+    stale = await get(Range="bytes=0-3", **{"If-Range": '"older"'})
+    assert (stale.status_code, stale.content) == (200, payload)
+    fresh = await get(Range="bytes=0-3", **{"If-Range": etag})
+    assert (fresh.status_code, fresh.content) == (206, b"glTF")
+    # HEAD: the headers of the GET, no body
+    head = await client.head(url, headers=h)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(payload)) and head.headers["etag"] == etag
     assert_error(
         await client.get(f"/v1/jobs/{job['id']}/artifacts/nope.usdz", headers=h),
         404,

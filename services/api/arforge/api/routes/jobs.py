@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 
 from arforge.shared.contracts import TERMINAL, JobStatus, Priority, Registry, job_event
@@ -28,9 +28,11 @@ from ..deps import (
     get_store,
     require_tenant,
 )
-from ..errors import ApiError, error_responses, field_errors, not_found
+from ..downloads import file_download
+from ..errors import ApiError, ErrorResponse, error_responses, field_errors, not_found
 from ..models import Job, JobCreate, JobList, job_from_row
 from ..pagination import decode_cursor, encode_cursor
+from ..ranges import strong_etag
 from ..sse import job_event_stream
 from ..submit import SOURCE, job_ref, publish_and_mark
 
@@ -395,17 +397,21 @@ async def job_events(
     )
 
 
-@router.get(
+@router.api_route(
     "/{job_id}/artifacts/{name}",
+    methods=["GET", "HEAD"],
     summary="Download an artifact",
-    description="307 to a presigned URL when the store offers one, else the file is streamed; "
-    "from local storage with byte ranges (`Range: bytes=0-1023` answers 206).",
+    description="307 to a presigned URL when the store offers one, else the file is streamed. "
+    "From local storage: one byte range per request (`Range: bytes=0-1023` answers 206; "
+    "several ranges or a malformed header get the whole file), a strong `ETag` (the "
+    "artifact's SHA-256) for `If-None-Match` (304) and `If-Range`, and HEAD.",
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The file"},
         206: {"description": "The requested byte range (local storage)"},
         307: {"description": "Redirect to a presigned URL"},
-        416: {"description": "The requested range lies beyond the end of the file"},
+        304: {"description": "Not modified (`If-None-Match` matched the ETag)"},
+        416: {"model": ErrorResponse, "description": "The range starts beyond the end"},
         **error_responses(401, 404),
     },
 )
@@ -433,9 +439,14 @@ async def get_artifact(
         raise ApiError(404, "artifact_not_found", f"artifact {name!r} is missing from storage")
     media_type = art.get("content_type") or head.content_type
     if isinstance(store, LocalStore):
-        # Served from disk: byte ranges (206 / 416), ETag and Last-Modified come with it;
-        # AR Quick Look and download managers fetch large USDZ / GLB / PLY files in ranges.
-        return FileResponse(store.path_for(art["key"]), media_type=media_type, filename=name)
+        sha = art.get("sha256") or f"{head.size}-{head.key}"
+        return file_download(
+            request,
+            store.path_for(art["key"]),
+            etag=strong_etag(sha),
+            media_type=media_type,
+            filename=name,
+        )
     safe = name.replace('"', "")
     return StreamingResponse(
         store.stream(art["key"]),
