@@ -70,11 +70,13 @@ async def test_publisher_reports_refusals_and_missing_streams_as_errors(nats_ser
     try:
         await bus.ensure_topology([Registry()["photogrammetry"]])
         pub = bus.publisher
-        first = await (await pub.publish("jobs.photogrammetry.low", b"{}", {}))
+        first = await (await pub.publish("jobs.photogrammetry.low", b"{}", {"Nats-Msg-Id": "a"}))
         second = await (await pub.publish("jobs.photogrammetry.low", b"{}", {}))
-        assert second == first + 1
+        assert second.seq == first.seq + 1 and not first.duplicate and not second.duplicate
+        again = await (await pub.publish("jobs.photogrammetry.low", b"[]", {"Nats-Msg-Id": "a"}))
+        assert again == (first.seq, True)  # dropped by the server: the original's sequence
         # the stream refuses a publish whose expected last sequence is wrong
-        stale = {"Nats-Expected-Last-Sequence": str(first)}
+        stale = {"Nats-Expected-Last-Sequence": str(first.seq)}
         with pytest.raises(APIError) as refused:
             await (await pub.publish("jobs.photogrammetry.low", b"{}", stale))
         assert refused.value.err_code == 10071  # wrong last sequence

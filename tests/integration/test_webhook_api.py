@@ -276,3 +276,30 @@ async def test_redeliver_failed_since_and_platform_events(api, fresh_db: str) ->
         "/v1/events", json={"type": "processing.completed", "subject": "x"}, headers=h
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_event_type"
+
+
+async def test_platform_event_idempotency_key(api) -> None:  # type: ignore[no-untyped-def]
+    app, client = api[0], api[1]
+    h = await new_tenant_key(app)
+    body = {
+        "type": "ar_code.scanned",
+        "subject": "code-7",
+        "data": {"n": 1},
+        "idempotency_key": "scan-7",
+    }
+    first = await client.post("/v1/events", json=body, headers=h)
+    again = await client.post("/v1/events", json=body, headers=h)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert first.json()["id"] == again.json()["id"]
+    other = await client.post("/v1/events", json={**body, "data": {"n": 2}}, headers=h)
+    assert other.status_code == 409, other.text
+    err = other.json()["error"]
+    assert err["code"] == "idempotency_conflict"
+    assert err["details"] == {"event_id": first.json()["id"]}
+    # one event stored: the first
+    info = await app.state.bus.js.stream_info("EVENTS")
+    assert info.state.messages == 1
+    # another tenant's same key is its own event
+    h2 = await new_tenant_key(app)
+    third = await client.post("/v1/events", json={**body, "data": {"n": 2}}, headers=h2)
+    assert third.status_code == 202 and third.json()["id"] != first.json()["id"]

@@ -18,7 +18,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from ..contracts import PRIORITIES, Event, JobMessage, JobSpec
 from . import topology as t
-from .publisher import AckedPublisher
+from .publisher import AckedPublisher, PubAck
 
 log = structlog.get_logger(__name__)
 
@@ -79,16 +79,16 @@ class Bus:
             )
         ]
         msgs += [_event_msg(e) for e in events]
-        seqs = await self._publish_all(msgs)
-        return seqs[0]
+        acks = await self._publish_all(msgs)
+        return acks[0].seq
 
-    async def _publish_all(self, msgs: list[tuple[str, bytes, dict[str, str]]]) -> list[int]:
-        """Publish ``(subject, payload, headers)`` messages back to back; their sequences.
+    async def _publish_all(self, msgs: list[tuple[str, bytes, dict[str, str]]]) -> list[PubAck]:
+        """Publish ``(subject, payload, headers)`` messages back to back; their PubAcks.
 
         One wait for all acknowledgements (``timeout_s``); on error or timeout the
         outstanding futures are cancelled, which forgets them.
         """
-        futs: list[asyncio.Future[int]] = []
+        futs: list[asyncio.Future[PubAck]] = []
         try:
             for subject, payload, headers in msgs:
                 futs.append(await self.publisher.publish(subject, payload, headers))
@@ -200,16 +200,18 @@ class Bus:
         return out
 
     # --- events ------------------------------------------------------------------
-    async def emit(self, event: Event) -> None:
+    async def emit(self, event: Event) -> PubAck:
         """Publish ``event`` to EVENTS with ``Nats-Msg-Id`` = event id (deduplicated).
 
-        Raises ``TimeoutError`` when no acknowledgement comes within ``timeout_s``, or the
-        JetStream ``APIError`` the server answered.
+        Returns the stream's :class:`PubAck` (``duplicate`` when an event with this id was
+        stored within the stream's 2-minute duplicate window). Raises ``TimeoutError`` when
+        no acknowledgement comes within ``timeout_s``, or the JetStream ``APIError`` the
+        server answered.
         """
-        await self._publish_all([_event_msg(event)])
+        return (await self._publish_all([_event_msg(event)]))[0]
 
-    async def emit_nowait(self, event: Event) -> asyncio.Future[int]:
-        """Publish ``event`` once, without waiting; returns the future of its stream sequence.
+    async def emit_nowait(self, event: Event) -> asyncio.Future[PubAck]:
+        """Publish ``event`` once, without waiting; returns the future of its PubAck.
 
         The message is in the connection's outgoing buffer when this returns, so anything
         published after it on this bus lands after it in the stream. Whoever holds the
@@ -219,7 +221,7 @@ class Bus:
         subject, payload, headers = _event_msg(event)
         return await self.publisher.publish(subject, payload, headers)
 
-    async def settle(self, ack: asyncio.Future[int]) -> bool:
+    async def settle(self, ack: asyncio.Future[PubAck]) -> bool:
         """Await a :meth:`emit_nowait` acknowledgement for up to ``timeout_s``.
 
         ``True`` when the server stored the message; on error or timeout the future is

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -22,19 +22,27 @@ from nats.js.errors import APIError, NoStreamResponseError
 from nats.nuid import NUID
 
 
-class AckedPublisher:
-    """Publishes to JetStream; each call returns the future of the message's stream sequence.
+class PubAck(NamedTuple):
+    """A stream's answer to a publish: where the message is stored, and whether it was
+    dropped as a duplicate of an earlier one with the same ``Nats-Msg-Id`` (then ``seq``
+    is the earlier message's)."""
 
-    The future resolves to the sequence (``int``) the stream stored the message at (for a
-    duplicate ``Nats-Msg-Id``, the original's), or fails with ``APIError`` (the stream
-    refused it) or ``NoStreamResponseError`` (no stream takes the subject). Nothing times it
-    out here: the holder awaits it with a deadline and cancels it, which forgets the token.
+    seq: int
+    duplicate: bool = False
+
+
+class AckedPublisher:
+    """Publishes to JetStream; each call returns the future of the message's :class:`PubAck`.
+
+    The future fails with ``APIError`` (the stream refused the message) or
+    ``NoStreamResponseError`` (no stream takes the subject). Nothing times it out here:
+    the holder awaits it with a deadline and cancels it, which forgets the token.
     """
 
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
         self.prefix = f"_INBOX.{NUID().next().decode()}."
-        self._futures: dict[str, asyncio.Future[int]] = {}
+        self._futures: dict[str, asyncio.Future[PubAck]] = {}
         self._counter = 0
         self._sub: Any = None
         self._lock = asyncio.Lock()
@@ -51,8 +59,8 @@ class AckedPublisher:
 
     async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[int]:
-        """Send one message; the future of its stream sequence (see the class docstring).
+    ) -> asyncio.Future[PubAck]:
+        """Send one message; the future of its acknowledgement (see the class docstring).
 
         The message is in the connection's outgoing buffer when this returns, so whatever
         is published after it on the same connection reaches the server after it.
@@ -61,7 +69,7 @@ class AckedPublisher:
             await self._subscribe()
         self._counter += 1
         token = str(self._counter)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
         future.add_done_callback(lambda _f: self._futures.pop(token, None))
         try:
@@ -84,7 +92,7 @@ class AckedPublisher:
             future.set_exception(APIError(description=f"not a PubAck: {msg.data[:200]!r}"))
             return
         if "error" not in answer:
-            future.set_result(int(answer["seq"]))
+            future.set_result(PubAck(int(answer["seq"]), bool(answer.get("duplicate"))))
             return
         try:
             APIError.from_error(answer["error"])  # raises the error's own subclass

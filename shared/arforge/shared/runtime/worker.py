@@ -53,6 +53,7 @@ from pydantic import BaseModel, ValidationError
 from .. import aio
 from ..bus import Bus
 from ..bus import topology as topo
+from ..bus.publisher import PubAck
 from ..contracts import JobMessage, JobResult, JobSpec, JobStatus, Registry, job_event
 from ..errors import JobFailed, JobTimedOut, Retry
 from ..settings import WorkerSettings
@@ -536,7 +537,7 @@ class Worker:
                     if through:
                         self._cancel_running(job_id, through)
 
-    async def _emit_nowait(self, event: Any) -> asyncio.Future[int] | None:
+    async def _emit_nowait(self, event: Any) -> asyncio.Future[PubAck] | None:
         """Publish a non-critical event once without waiting; its PubAck future or None."""
         try:
             return await self.bus.emit_nowait(event)
@@ -544,7 +545,7 @@ class Worker:
             log.warning("could not publish event", event_type=event.type, error=str(e))
             return None
 
-    async def _settle_started(self, ack: asyncio.Future[int]) -> None:
+    async def _settle_started(self, ack: asyncio.Future[PubAck]) -> None:
         if not await self.bus.settle(ack):
             log.warning("job.started was not acknowledged; the tracker will see the outcome only")
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
+from arforge.shared.bus import EVENTS
 from arforge.shared.contracts.events import Event, event_id
 from arforge.webhooks.public import PLATFORM_TYPES
 
@@ -33,7 +34,9 @@ class EventCreate(BaseModel):
         None,
         min_length=1,
         max_length=200,
-        description="the same key (per tenant and type) publishes the event only once",
+        description="the same key (per tenant and type) publishes the event only once "
+        "within 2 minutes (the event stream's duplicate window); the same key with another "
+        "subject or data in that window is a 409 `idempotency_conflict`",
     )
 
 
@@ -46,7 +49,7 @@ class EventAccepted(BaseModel):
     "/v1/events",
     status_code=202,
     response_model=EventAccepted,
-    responses=error_responses(401, 413, 422),
+    responses=error_responses(401, 409, 413, 422),
 )
 async def publish_event(
     body: EventCreate, tenant: TenantDep, bus: Annotated[Any, Depends(get_bus)]
@@ -71,5 +74,19 @@ async def publish_event(
     )
     if len(event.model_dump_json()) > MAX_DATA_BYTES:
         raise ApiError(413, "payload_too_large", f"event data must be under {MAX_DATA_BYTES} bytes")
-    await bus.emit(event)
+    ack = await bus.emit(event)
+    if ack.duplicate and not await _same_as_stored(bus, ack.seq, event):
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"this idempotency_key was already used for event {event.id} with another "
+            "subject or data",
+            details={"event_id": event.id},
+        )
     return {"id": event.id, "type": event.type}
+
+
+async def _same_as_stored(bus: Any, seq: int, event: Event) -> bool:
+    """Whether the event stored at ``seq`` has ``event``'s subject and data."""
+    stored = Event.model_validate_json((await bus.js.get_msg(EVENTS, seq)).data or b"{}")
+    return (stored.subject, stored.data) == (event.subject, event.data)
