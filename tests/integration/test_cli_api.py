@@ -342,3 +342,212 @@ async def test_last_used_is_bumped_once_it_is_a_minute_old(api: Api) -> None:
     assert tenant is not None
     after = await pool.fetchval("SELECT last_used_at FROM api_keys")
     assert (after - before).total_seconds() > 100
+
+
+# --- job ids: a unique prefix works wherever a job id does -----------------------------------
+AAAA = "abcd1234-aaaa-4000-8000-000000000001"
+BBBB = "abcd1234-bbbb-4000-8000-000000000002"
+
+
+async def _copy_job(api: Api, source: str, new_id: str) -> None:
+    """A job row with a chosen id (so that two ids share a prefix), copied from ``source``."""
+    await api.app.state.pool.execute(
+        "INSERT INTO jobs (id, tenant_id, type, priority, params, inputs)"
+        " SELECT $1, tenant_id, type, priority, params, inputs FROM jobs WHERE id = $2",
+        uuid.UUID(new_id),
+        uuid.UUID(source),
+    )
+
+
+async def _job_row(api: Api, job_id: str) -> tuple[str, int]:
+    row = await api.app.state.pool.fetchrow(
+        "SELECT status, run FROM jobs WHERE id = $1", uuid.UUID(job_id)
+    )
+    return str(row["status"]), int(row["run"])
+
+
+def _unused_prefix(ids: list[str]) -> str:
+    return next(
+        p for p in ("dead", "beef", "cafe", "f00d") if not any(i.startswith(p) for i in ids)
+    )
+
+
+async def test_commands_take_a_unique_id_prefix(api: Api, clip: Path, tmp_path: Path) -> None:
+    assert (await api.cli("submit", "photogrammetry", "--input", str(clip))).rc == 0
+    await _more_jobs(api, 2)
+    first, second, third = await api.job_ids()
+
+    # status: the 8 characters `arforge jobs` shows at a narrow terminal
+    r = await api.cli("status", first[:8])
+    assert r.rc == 0, r.err
+    assert r.out.splitlines()[0].split() == ["id", first]
+    r = await api.cli("status", second[:13].upper(), "--json")  # any case, with the hyphen
+    assert r.rc == 0, r.err
+    assert json.loads(r.out)["id"] == second
+
+    # cancel, then retry, by prefix: only that job changes
+    r = await api.cli("cancel", third[:6])
+    assert r.rc == 0, r.err
+    assert [await _job_row(api, j) for j in (first, second, third)] == [
+        ("queued", 1), ("queued", 1), ("cancelled", 1)
+    ]  # fmt: skip
+    r = await api.cli("retry", third.replace("-", "")[:10])  # hyphens may be left out
+    assert r.rc == 0, r.err
+    assert await _job_row(api, third) == ("queued", 2)
+
+    # wait: messages name the whole id
+    await api.complete(first, [])
+    r = await api.cli("wait", first[:5], "--output-dir", str(tmp_path / "out"))
+    assert r.rc == 0, r.err
+    assert f"job {first} completed" in r.out
+
+    # two ids sharing a prefix: refused in one line listing both, nothing changed
+    await _copy_job(api, second, AAAA)
+    await _copy_job(api, second, BBBB)
+    for argv in (("status", "abcd"), ("cancel", "abcd1234"), ("retry", "ABCD1234-")):
+        r = await api.cli(*argv)
+        assert r.rc == 2, (argv, r.out, r.err)
+        assert r.err.splitlines() == [
+            f"error: id prefix {argv[1]!r} matches 2 jobs: {BBBB}, {AAAA}; give more characters"
+        ]
+    assert await _job_row(api, AAAA) == ("queued", 1)
+    assert await _job_row(api, BBBB) == ("queued", 1)
+    r = await api.cli("cancel", "abcd1234-b")
+    assert r.rc == 0, r.err
+    assert (await _job_row(api, BBBB), await _job_row(api, AAAA)) == (
+        ("cancelled", 1), ("queued", 1)
+    )  # fmt: skip
+
+    # no match: the prefix is named; a whole unknown id still answers as the API does
+    ids = await api.job_ids()
+    unused = _unused_prefix(ids)
+    for cmd in ("status", "wait", "cancel", "retry"):
+        r = await api.cli(cmd, unused)
+        assert r.rc == 1, (cmd, r.err)
+        assert r.err.splitlines() == [f"error: no job matches the id prefix {unused!r} (not_found)"]
+    r = await api.cli("status", str(uuid.uuid4()))
+    assert (r.rc, r.err.strip()) == (1, "error: job not found (not_found)")
+    r = await api.cli("status", "abc")
+    assert r.rc == 2
+    assert r.err.strip() == (
+        "error: job id prefix 'abc' is too short; give at least 4 characters of the id "
+        "(or the whole id)"
+    )
+
+
+async def test_the_prefix_search_is_capped_and_says_so(api: Api, clip: Path) -> None:
+    from arforge.cli import ids
+
+    assert (await api.cli("submit", "photogrammetry", "--input", str(clip))).rc == 0
+    await _more_jobs(api, 4)
+    oldest, *_rest, newest = await api.job_ids()
+    api.monkeypatch.setattr(ids, "SCAN_LIMIT", 3)
+    api.monkeypatch.setattr(ids, "PAGE", 2)  # two pages: 2 jobs, then 1
+    r = await api.cli("status", newest[:8])
+    assert r.rc == 0, r.err
+    r = await api.cli("status", oldest[:8])
+    assert r.rc == 1
+    assert r.err.splitlines() == [
+        f"error: no job matches the id prefix {oldest[:8]!r} among your newest 3 jobs (the "
+        "search goes no further; give the whole id) (not_found)"
+    ]
+    r = await api.cli("status", oldest)  # a whole id needs no search
+    assert r.rc == 0, r.err
+
+
+async def test_dlq_replay_takes_a_prefix_among_dead_letters(api: Api, clip: Path) -> None:
+    assert (await api.cli("submit", "photogrammetry", "--input", str(clip))).rc == 0
+    [job_id] = await api.job_ids()
+    await _copy_job(api, job_id, AAAA)
+    await _copy_job(api, job_id, BBBB)
+    await api.record(AAAA, "started")
+    await api.record(AAAA, "failed", error={"code": "native_crash", "message": "SIGABRT"})
+    await api.record(AAAA, "dead_lettered", reason="attempts_exhausted", attempts=4)
+    pool = api.app.state.pool
+
+    # "abcd" names two jobs but one dead letter
+    r = await api.cli("status", "abcd")
+    assert r.rc == 2 and "matches 2 jobs" in r.err
+    r = await api.cli("dlq", "replay", "abcd")
+    assert r.rc == 0, r.err
+    replayed = await pool.fetchval(
+        "SELECT replayed_at FROM dead_letters WHERE job_id = $1", uuid.UUID(AAAA)
+    )
+    assert replayed is not None
+    assert await _job_row(api, AAAA) == ("queued", 2)
+
+    # replayed dead letters are no longer listed, so no longer found
+    r = await api.cli("dlq", "replay", "abcd")
+    assert r.rc == 1
+    assert r.err.splitlines() == ["error: no dead letter matches the id prefix 'abcd' (not_found)"]
+    assert await _job_row(api, BBBB) == ("queued", 1)
+
+
+# --- the pre-upload check says what the API would say ----------------------------------------
+async def _api_refusal(api: Api, files: list[Path], params: dict[str, Any]) -> str:
+    """The API's error message for a photogrammetry job of ``files`` with ``params``."""
+    async with httpx.AsyncClient(
+        base_url=api.url, headers={"Authorization": f"Bearer {api.key}"}
+    ) as http:
+        ids = []
+        for f in files:
+            up = await http.post("/v1/uploads", files={"file": (f.name, f.read_bytes())})
+            assert up.status_code == 201, up.text
+            ids.append(up.json()["id"])
+        body = {"type": "photogrammetry", "inputs": ids, "params": params}
+        r = await http.post("/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    return str(r.json()["error"]["message"])
+
+
+def _photos(folder: Path, n: int) -> Path:
+    from media_samples import image_bytes
+
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"p{i:02d}.jpg").write_bytes(image_bytes("JPEG"))
+    return folder
+
+
+async def test_params_the_api_refuses_are_refused_before_uploading(
+    api: Api, tmp_path: Path
+) -> None:
+    photos = _photos(tmp_path / "photos", 10)
+    # 1e3 is the JSON number 1000.0: valid for a lax int, refused by the API (strict)
+    r = await api.cli("submit", "photogrammetry", "--input", str(photos),
+                      "--param", "max_frames=1e3")  # fmt: skip
+    assert r.rc == 2, r.out + r.err
+    assert r.out.splitlines() == [
+        "error: invalid params: params.max_frames: Input should be a valid integer"
+    ]
+    r2 = await api.cli("submit", "photogrammetry", "--input", str(photos),
+                       "--param", "max_frames=true")  # fmt: skip
+    assert (r2.rc, r2.out) == (2, r.out)
+    assert (await api.count("uploads"), await api.count("jobs")) == (0, 0)
+    said = await _api_refusal(api, sorted(photos.iterdir())[:3], {"max_frames": 1000.0})
+    assert r.out.strip() == f"error: {said}"
+
+    r = await api.cli("submit", "photogrammetry", "--input", str(photos),
+                      "--param", "max_frames=1000")  # fmt: skip
+    assert r.rc == 0, r.out + r.err
+    assert await api.count("jobs") == 1
+
+
+async def test_inputs_the_api_refuses_are_refused_before_uploading(
+    api: Api, clip: Path, tmp_path: Path
+) -> None:
+    two = _photos(tmp_path / "two", 2)
+    r = await api.cli("submit", "photogrammetry", "--input", str(two))
+    assert r.rc == 2, r.out + r.err
+    assert r.out.splitlines() == [
+        "error: photogrammetry needs at least 3 overlapping photos, got 2"
+    ]
+    r2 = await api.cli("submit", "photogrammetry", "--input", str(clip), "--input", str(two))
+    assert r2.rc == 2
+    assert r2.out.splitlines() == [
+        "error: a video must be the only input of a photogrammetry job; give one video, or a "
+        "set of photos, not both"
+    ]
+    assert (await api.count("uploads"), await api.count("jobs")) == (0, 0)
+    said = await _api_refusal(api, sorted(two.iterdir()), {})
+    assert r.out.strip() == f"error: {said}"

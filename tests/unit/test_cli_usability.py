@@ -270,3 +270,82 @@ def test_down_purge_drops_the_stacks_database_and_data_dir(
     assert not postgres.drop_database(postgres.LOCAL_ADMIN_URL, name)  # already gone
     with pytest.raises(ValueError):
         postgres.drop_database(postgres.LOCAL_ADMIN_URL, "postgres")
+
+
+def test_job_id_prefixes_are_told_from_whole_ids() -> None:
+    from arforge.cli import ids
+
+    assert ids.prefix_of(JOB_ID) is None  # a whole id goes to the API as given
+    assert ids.prefix_of(JOB_ID.replace("-", "").upper()) is None
+    assert ids.prefix_of("nope") is None  # not hex: the API answers it (not_found)
+    assert ids.prefix_of("2bfea8a8") == "2bfea8a8"
+    assert ids.prefix_of(" 2BFEA8A8-F5 ") == "2bfea8a8f5"
+    assert ids.prefix_of("2bfe") == "2bfe"
+    with pytest.raises(ValueError, match=r"^job id prefix '2bf' is too short; give at least 4"):
+        ids.prefix_of("2bf")
+    with pytest.raises(ValueError, match=r"^the job id is empty$"):
+        ids.prefix_of("  ")
+
+
+def test_a_too_short_id_prefix_is_refused_without_asking_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    for argv in (["status", "2bf"], ["cancel", "2bf"], ["dlq", "replay", "2bf"]):
+        rc, out, err = _cli([*argv, "--api-url", url, "--api-key", "afk_x"], monkeypatch)
+        assert (rc, out) == (2, ""), argv
+        assert err.splitlines() == [
+            "error: job id prefix '2bf' is too short; give at least 4 characters of the id "
+            "(or the whole id)"
+        ]
+    # a prefix long enough is looked up: here the (absent) API is reached for
+    rc, _, err = _cli(["status", "2bfe", "--api-url", url, "--api-key", "afk_x"], monkeypatch)
+    assert rc == 1 and "cannot reach the ARForge API" in err
+
+
+def test_input_kinds_from_extensions_are_the_kinds_the_api_expects() -> None:
+    from arforge.api.sniff import claimed_kinds
+    from arforge.cli.inputs import KIND_BY_EXTENSION, kind_of
+
+    for ext, kind in KIND_BY_EXTENSION.items():
+        assert [k for k, _ in claimed_kinds(f"capture.{ext}", None)] == [kind], ext
+    assert kind_of(Path("IMG_0001.JPG")) == "image"
+    assert kind_of(Path("walk.MOV")) == "video"
+    assert kind_of(Path("photos.zip")) == "images_zip"
+    assert kind_of(Path("notes.txt")) is None and kind_of(Path("README")) is None
+
+
+def test_the_pre_upload_check_validates_params_and_inputs_as_the_api_does() -> None:
+    from arforge.cli.jobs import check_job, parse_params
+
+    video = ["video"]
+    check_job("photogrammetry", parse_params(["max_frames=1000", "quality=draft"]), 1, video)
+    # the API validates the JSON it receives strictly: 1e3 is the float 1000.0
+    for raw in ("max_frames=1e3", "max_frames=1000.0", "max_frames=true", 'max_frames="40"'):
+        with pytest.raises(
+            ValueError,
+            match=r"^invalid params: params\.max_frames: Input should be a valid integer$",
+        ):
+            check_job("photogrammetry", parse_params([raw]), 1, video)
+    with pytest.raises(ValueError, match=r"^invalid params: params\.max_frames: NaN and Infinity"):
+        check_job("photogrammetry", parse_params(["max_frames=NaN"]), 1, video)
+    with pytest.raises(ValueError, match=r"^invalid params: params\.colour: Extra inputs are not"):
+        check_job("photogrammetry", {"colour": "red"}, 1, video)
+
+    with pytest.raises(
+        ValueError, match=r"^photogrammetry needs at least 3 overlapping photos, got 2$"
+    ):
+        check_job("photogrammetry", {}, 2, ["image", "image"])
+    check_job("photogrammetry", {}, 3, ["image"] * 3)
+    with pytest.raises(
+        ValueError, match=r"^a video must be the only input of a photogrammetry job"
+    ):
+        check_job("photogrammetry", {}, 2, ["video", "image"])
+    with pytest.raises(
+        ValueError, match=r"^photogrammetry does not take glb inputs; it accepts image, images_zip"
+    ):
+        check_job("photogrammetry", {}, 1, ["glb"])
+    # a file of unknown kind: only the count is checked here, the API judges the rest
+    check_job("photogrammetry", {}, 2, ["image", None])
+    with pytest.raises(ValueError, match=r"^photogrammetry takes 1 to 500 inputs, got 0$"):
+        check_job("photogrammetry", {}, 0, [])

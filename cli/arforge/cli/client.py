@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-from . import sse
+from . import ids, sse
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -126,8 +126,34 @@ class Client:
         body = {"type": job_type, "priority": priority, "inputs": inputs, "params": params}
         return dict(self.request("POST", "/v1/jobs", json=body, headers=headers).json())
 
+    # -- job ids -----------------------------------------------------------------------
+    def resolve_job_id(self, ref: str) -> str:
+        """The whole id of the caller's job that ``ref`` names: a UUID as given, or a unique
+        prefix of at least 4 hex digits looked up among the newest 2000 jobs
+        (:mod:`arforge.cli.ids`). ``ValueError`` for a too-short or ambiguous prefix,
+        :class:`ApiError` ``not_found`` when no job matches."""
+        return self._resolve(ref, lambda cursor, n: self.jobs(limit=n, cursor=cursor), "job")
+
+    def resolve_dead_letter_id(self, ref: str) -> str:
+        """Like :meth:`resolve_job_id`, among the dead letters awaiting replay (their
+        ``job_id``, as ``arforge dlq list`` shows them)."""
+
+        def pages(cursor: str | None, n: int) -> dict[str, Any]:
+            return self.dead_letters(limit=n, cursor=cursor)
+
+        return self._resolve(ref, pages, "dead letter", field="job_id")
+
+    def _resolve(self, ref: str, pages: ids.Pages, what: str, field: str = "id") -> str:
+        try:
+            return ids.resolve(ref, pages, field=field, what=what)
+        except LookupError as e:
+            raise ApiError(404, "not_found", str(e)) from None
+
+    # -- routes taking a job id (a whole id or a unique prefix) --------------------------
     def job(self, job_id: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/v1/jobs/{job_id}").json())
+        """``GET /v1/jobs/{id}``; ``job_id`` may be a unique prefix."""
+        path = f"/v1/jobs/{_seg(self.resolve_job_id(job_id))}"
+        return dict(self.request("GET", path).json())
 
     def jobs(
         self,
@@ -142,16 +168,26 @@ class Client:
         return dict(self.request("GET", "/v1/jobs", params=clean).json())
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return _json_or_empty(self.request("POST", f"/v1/jobs/{job_id}/cancel"))
+        """``POST /v1/jobs/{id}/cancel``; ``job_id`` may be a unique prefix."""
+        path = f"/v1/jobs/{_seg(self.resolve_job_id(job_id))}/cancel"
+        return _json_or_empty(self.request("POST", path))
 
     def retry(self, job_id: str) -> dict[str, Any]:
-        return _json_or_empty(self.request("POST", f"/v1/jobs/{job_id}/retry"))
+        """``POST /v1/jobs/{id}/retry``; ``job_id`` may be a unique prefix."""
+        path = f"/v1/jobs/{_seg(self.resolve_job_id(job_id))}/retry"
+        return _json_or_empty(self.request("POST", path))
 
-    def dead_letters(self) -> dict[str, Any]:
-        return dict(self.request("GET", "/v1/dead-letters").json())
+    def dead_letters(self, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """One page of the dead letters awaiting replay, newest first:
+        ``{"items": [...], "next_cursor": str | None}`` (the API's page size by default)."""
+        params = {k: v for k, v in {"limit": limit, "cursor": cursor}.items() if v is not None}
+        return dict(self.request("GET", "/v1/dead-letters", params=params).json())
 
     def replay(self, job_id: str) -> dict[str, Any]:
-        return _json_or_empty(self.request("POST", f"/v1/dead-letters/{job_id}/replay"))
+        """``POST /v1/dead-letters/{job_id}/replay``; ``job_id`` may be a unique prefix of a
+        dead letter awaiting replay."""
+        path = f"/v1/dead-letters/{_seg(self.resolve_dead_letter_id(job_id))}/replay"
+        return _json_or_empty(self.request("POST", path))
 
     def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[sse.SseEvent]:
         """Stream ``GET /v1/jobs/{id}/events`` until the server closes it."""
@@ -200,6 +236,11 @@ class Client:
             if job.get("status") in TERMINAL:
                 return job
             time.sleep(poll_s)
+
+
+def _seg(value: str) -> str:
+    """``value`` as one URL path segment."""
+    return quote(value, safe="")
 
 
 def _json_or_empty(r: httpx.Response) -> dict[str, Any]:

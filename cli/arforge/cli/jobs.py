@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from rich.table import Table
 
 from . import idempotency
 from .client import TERMINAL, ApiError, Client
+from .inputs import kinds_of
 from .tables import Fitted, fit_table
 
 TERMINAL_EVENTS = {f"job.{s}" for s in TERMINAL}
@@ -76,12 +77,23 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return out
 
 
-def check_job(job_type: str, params: dict[str, Any], n_inputs: int) -> None:
-    """Check a submission against the contracts (:mod:`arforge.shared.contracts`) locally.
+def check_job(
+    job_type: str,
+    params: dict[str, Any],
+    n_inputs: int,
+    kinds: Sequence[str | None] | None = None,
+) -> None:
+    """Check a submission against the contracts (:mod:`arforge.shared.contracts`) locally,
+    in the order and with the sentences of the API's ``POST /v1/jobs``.
 
-    Raises ``ValueError`` with one sentence for an unknown job type, params its model
-    rejects (``field: reason``), or an input count outside the type's range; so nothing is
-    uploaded for a job the API would refuse anyway. The API checks again on submit.
+    Raises ``ValueError`` with one sentence for an unknown job type, a type without a
+    worker, params its model rejects (validated as the API does: the JSON text the API
+    receives, in strict mode, so ``1e3`` (the float 1000.0) is not an integer), and
+    ``n_inputs`` inputs that cannot make a job of the type. ``kinds``: the inputs' upload
+    kinds (:func:`arforge.cli.inputs.kinds_of`); when all are known the type's
+    ``input_problem`` judges them (accepted kinds, a video alone, at least 3 photos...),
+    else only their count is checked. So nothing is uploaded for a job the API would
+    refuse anyway; the API checks again on submit.
     """
     from pydantic import ValidationError
 
@@ -96,15 +108,33 @@ def check_job(job_type: str, params: dict[str, Any], n_inputs: int) -> None:
     if not getattr(spec, "implemented", True):
         raise ValueError(f"job type {job_type!r} has no worker in this version of ARForge")
     try:
-        spec.params.model_validate(params)
+        spec.params.model_validate_json(params_json(params), strict=True)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "params"
-        raise ValueError(f"invalid --param for {job_type}: {where}: {first['msg']}") from None
-    if not spec.min_inputs <= n_inputs <= spec.max_inputs:
-        raise ValueError(
-            f"{job_type} takes {spec.min_inputs} to {spec.max_inputs} inputs, got {n_inputs}"
-        )
+        where = ".".join(["params", *(str(p) for p in first["loc"])])
+        raise ValueError(f"invalid params: {where}: {first['msg']}") from None
+    problem = None
+    if kinds is not None and len(kinds) == n_inputs and None not in kinds:
+        problem = spec.input_problem([k for k in kinds if k is not None])
+    elif not spec.min_inputs <= n_inputs <= spec.max_inputs:
+        problem = f"{job_type} takes {spec.min_inputs} to {spec.max_inputs} inputs, got {n_inputs}"
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def params_json(params: dict[str, Any]) -> str:
+    """``params`` as the JSON text the API receives (the client sends the body as JSON).
+
+    ``ValueError`` naming the parameter whose value JSON cannot carry (NaN, Infinity).
+    """
+    for key, value in params.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError(
+                f"invalid params: params.{key}: NaN and Infinity are not JSON numbers"
+            ) from None
+    return json.dumps(params, allow_nan=False)
 
 
 def job_duration_s(job: dict[str, Any]) -> float | None:
@@ -226,7 +256,7 @@ def submit(
     """
     try:
         inputs = expand_inputs(inputs)
-        check_job(job_type, params, len(inputs))
+        check_job(job_type, params, len(inputs), kinds_of(inputs))
     except ValueError as e:
         console.print(f"[red]error:[/] {escape(str(e))}")
         return 2
@@ -334,11 +364,12 @@ def _conflict(
 def wait_and_fetch(client: Client, console: Console, job_id: str, out_root: Path) -> int:
     """Show a live progress bar until the job ends; download artifacts when it completes.
 
-    The job is read first, so an unknown id fails (:class:`ApiError` ``not_found``) before
-    anything is drawn, and a job that already ended gets no bar. Exit 0 when the job
-    completed (its result warnings are printed), 1 when it failed or was cancelled, 130
-    when interrupted.
+    ``job_id`` may be a unique prefix (:meth:`Client.resolve_job_id`). The job is read
+    first, so an unknown id fails (:class:`ApiError` ``not_found``) before anything is
+    drawn, and a job that already ended gets no bar. Exit 0 when the job completed (its
+    result warnings are printed), 1 when it failed or was cancelled, 130 when interrupted.
     """
+    job_id = client.resolve_job_id(job_id)
     job = client.job(job_id)
     if job.get("status") not in TERMINAL:
         columns = (
@@ -418,7 +449,7 @@ def _fmt_time(value: object) -> str:
 
 
 def status(client: Client, console: Console, job_id: str, as_json: bool) -> int:
-    """Print one job (``--json``: the API's JSON)."""
+    """Print one job (``--json``: the API's JSON); ``job_id`` may be a unique prefix."""
     job = client.job(job_id)
     if as_json:
         console.print_json(json.dumps(job))
