@@ -25,6 +25,7 @@ from arforge.shared.storage import LocalStore
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 SKULL_VIDEO = SHARED / "data" / "skull" / "skull-walkaround.mp4"
 EMPTY = SHARED / "cases" / "fixtures" / "empty.mp4"
+SKULL_PHOTOS = SHARED / "data" / "skull" / "images"
 
 
 async def terminal_event(bus: Bus, job_id: str, timeout: float) -> tuple[Event, list[Event]]:
@@ -144,6 +145,74 @@ async def test_skull_video_becomes_a_textured_glb_and_usdz(worker_env) -> None: 
     assert report["ingest"]["kept"] == 30  # a 3 fps one-photo-per-frame video keeps all
     assert report["model"]["texture_coverage"] > 0.8
     assert set(report["timings_s"]) >= {"ingest", "sfm", "model", "total"}
+    shutil.rmtree(tmp / "work", ignore_errors=True)
+
+
+async def submit_photos(
+    bus: Bus, store: LocalStore, photos: list[tuple[Path, str]], **params: object
+) -> str:
+    """Submit ``photos`` [(file, original upload name)] as one photo job, each stored
+    under a generated key as the API stores uploads."""
+    inputs = []
+    for path, filename in photos:
+        upload_id = str(uuid.uuid4())
+        key = f"uploads/{upload_id}/original{path.suffix}"
+        obj = await store.put_file(key, path, content_type="image/jpeg")
+        inputs.append(
+            InputRef(
+                upload_id=upload_id,
+                key=key,
+                kind="image",
+                content_type="image/jpeg",
+                filename=filename,
+                size=obj.size,
+            )
+        )
+    job_id = str(uuid.uuid4())
+    await bus.submit(
+        JobMessage(
+            job_id=job_id,
+            type="photogrammetry",
+            tenant_id="t1",
+            params=params,
+            inputs=inputs,
+            submitted_at=datetime.now(UTC),
+        )
+    )
+    return job_id
+
+
+@pytest.mark.slow
+async def test_a_truncated_photo_is_left_out_with_a_warning_naming_it(worker_env) -> None:  # type: ignore[no-untyped-def]
+    """Ten skull photos and one cut to 20 KB (an upload that stopped early): the job
+    completes from the ten, and the result says which photo was left out and why."""
+    bus, store, tmp = worker_env
+    photos = [(SKULL_PHOTOS / f"{i}.jpg", f"IMG_00{i}.jpg") for i in range(53, 63)]
+    cut = tmp / "cut.jpg"
+    cut.write_bytes((SKULL_PHOTOS / "63.jpg").read_bytes()[:20_000])
+    job_id = await submit_photos(
+        bus,
+        store,
+        [*photos, (cut, "IMG_0042.jpg")],
+        quality="draft",
+        target_faces=8000,
+        texture_size=512,
+        max_image_size=1000,
+    )
+    ev, _ = await terminal_event(bus, job_id, timeout=600)
+    assert ev.type == "job.completed", ev.data
+    result = ev.data["result"]
+    assert result["warnings"] == [
+        "photo IMG_0042.jpg could not be decoded (truncated or damaged) and was left out"
+    ]
+    assert result["sfm"]["total_images"] == 10
+    report_key = next(a["key"] for a in result["artifacts"] if a["name"] == "report.json")
+    report = json.loads((await store.get_file(report_key, tmp / "report.json")).read_text())
+    assert (report["ingest"]["inputs"], report["ingest"]["kept"]) == (11, 10)
+    assert report["ingest"]["rejected"] == [
+        {"name": "IMG_0042.jpg", "reason": "could not be decoded (truncated or damaged)"}
+    ]
+    assert report["warnings"] == result["warnings"]
     shutil.rmtree(tmp / "work", ignore_errors=True)
 
 

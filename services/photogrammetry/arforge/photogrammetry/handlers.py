@@ -25,7 +25,8 @@ async def handle_photogrammetry(
     ctx: JobContext, params: PhotogrammetryParams
 ) -> PhotogrammetryResult:
     """Download inputs, run the pipeline isolated, upload model.glb / model.usdz /
-    preview.png / report.json under ``jobs/<job_id>/``."""
+    preview.png / report.json under ``jobs/<job_id>/``. Warnings name inputs by their
+    original upload file names."""
     ctx.progress(0.0, "download")
     paths = await ctx.fetch_inputs()
     inputs = [(str(p), ref.kind) for p, ref in zip(paths, ctx.job.inputs, strict=True)]
@@ -36,6 +37,7 @@ async def handle_photogrammetry(
             inputs,
             str(work),
             params.model_dump(),
+            input_names=[ref.filename for ref in ctx.job.inputs],
             on_progress=ctx.sub_progress(0.0, 0.97),
         )
     except ChildCrashed as e:

@@ -19,9 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from arforge.shared.errors import JobFailed
+
+from .left_out import display_name, dropped_warning
 
 try:  # HEIC / HEIF / AVIF support registers itself with Pillow
     from pillow_heif import register_heif_opener
@@ -66,7 +68,8 @@ class PhotoReport:
     """What :func:`prepare_photos` wrote: ``files`` (000001.jpg, ...) in input order,
     ``sources`` the matching original names, ``rejected`` [(name, reason)], the output
     ``sizes`` (width, height), ``rotated`` (how many needed an EXIF rotation) and
-    ``source_long_side`` (px, the largest long side among the kept originals)."""
+    ``source_long_side`` (px, the largest long side among the kept originals).
+    ``warnings``: sentences for the job result, one per reason photos were left out."""
 
     inputs: int
     kept: int
@@ -78,6 +81,7 @@ class PhotoReport:
     sources: list[str] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,17 +147,43 @@ def collect_photos(
     natural (``img2`` before ``img10``) per input. Raises ``JobFailed("corrupt_archive")``
     for a broken zip and ``JobFailed("archive_too_large")`` past the limits.
     """
+    labelled = collect_labelled(
+        inputs, work_dir, max_files=max_files, max_total_bytes=max_total_bytes
+    )
+    return [p for p, _ in labelled]
+
+
+def collect_labelled(
+    inputs: Sequence[str | Path] | str | Path,
+    work_dir: str | Path,
+    *,
+    names: Sequence[str | None] | None = None,
+    max_files: int = 2000,
+    max_total_bytes: int = 8 << 30,
+) -> list[tuple[Path, str]]:
+    """:func:`collect_photos`, each file paired with the name a warning gives it.
+
+    ``names``: the original upload file name of each input (None where unknown), e.g.
+    when the inputs are stored under generated names; without it an input goes by its
+    file name. A plain input is its name (or "input <n>", 1-based, where ``names`` has
+    None); a folder's file its path in the folder; a zip member "<path in the archive>
+    in <archive name>". Same errors as :func:`collect_photos`.
+    """
     if isinstance(inputs, str | Path):
         inputs = [inputs]
-    out: list[Path] = []
+    if names is not None and len(names) != len(inputs):
+        raise ValueError(f"{len(names)} names given for {len(inputs)} inputs")
+    out: list[tuple[Path, str]] = []
     unzip_dir = Path(work_dir) / "unzipped"
     total = 0
-    for item in inputs:
+    for index, item in enumerate(inputs):
         p = Path(item)
+        label = display_name(names[index], index) if names is not None else p.name
         if p.is_dir():
             files = [f for f in p.rglob("*") if f.is_file() and not _hidden(f.relative_to(p))]
             files = [f for f in files if f.suffix.lower() in _PHOTO_SUFFIXES]
-            out.extend(sorted(files, key=lambda f: _natural_key(str(f.relative_to(p)))))
+            files.sort(key=lambda f: _natural_key(str(f.relative_to(p))))
+            out.extend((f, _printable(str(f.relative_to(p)))) for f in files)
         elif zipfile.is_zipfile(p):
             try:
                 with zipfile.ZipFile(p) as zf:
@@ -178,22 +208,26 @@ def collect_photos(
                         dest = unzip_dir / f"{len(out):06d}{Path(m.filename).suffix.lower()}"
                         with zf.open(m) as src, dest.open("wb") as dst:
                             shutil.copyfileobj(src, dst, 1 << 20)
-                        out.append(dest)
+                        out.append((dest, f"{_printable(m.filename)} in {label}"))
             except (zipfile.BadZipFile, EOFError, OSError) as exc:
                 raise JobFailed(
                     "corrupt_archive",
-                    f"The zip archive {p.name} could not be read ({exc}); upload incomplete?",
+                    f"The zip archive {label} could not be read ({exc}); upload incomplete?",
                     {"file": p.name},
                 ) from exc
         elif _looks_like_zip(p):  # local header but no central directory: cut short
             raise JobFailed(
                 "corrupt_archive",
-                f"The zip archive {p.name} has no central directory; upload incomplete?",
+                f"The zip archive {label} has no central directory; upload incomplete?",
                 {"file": p.name},
             )
         else:
-            out.append(p)
+            out.append((p, label))
     return out
+
+
+def _printable(name: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in name)
 
 
 def _looks_like_zip(path: Path) -> bool:
@@ -230,10 +264,26 @@ def load_upright(path: str | Path) -> Image.Image:
     return upright.convert("RGB")
 
 
+#: Why a photo was left out -> (singular, plural) verb phrase for its warning.
+_REASONS = {
+    "damaged": (
+        "could not be decoded (truncated or damaged)",
+        "could not be decoded (truncated or damaged)",
+    ),
+    "unrecognised": (
+        "is not in an image format that can be read",
+        "are not in an image format that can be read",
+    ),
+    "empty": ("is empty (0 bytes)", "are empty (0 bytes)"),
+}
+_NOUNS = {"damaged": "photo", "unrecognised": "file", "empty": "file"}
+
+
 def prepare_photos(
     inputs: Sequence[str | Path] | str | Path,
     out_dir: str | Path,
     *,
+    names: Sequence[str | None] | None = None,
     max_image_size: int = 1200,
     min_images: int = 3,
     jpeg_quality: int = 95,
@@ -242,23 +292,27 @@ def prepare_photos(
     """Write each photo upright, downscaled to ``max_image_size`` on the long side (never
     upscaled), as ``out_dir/000001.jpg``, ``000002.jpg``, ... in natural name order.
 
-    ``inputs``: photo files, folders or zip archives. Camera EXIF is kept, orientation
-    reset to 1. Unreadable files are skipped and listed in the report; fewer than
-    ``min_images`` usable photos raise ``JobFailed("too_few_images")``.
+    ``inputs``: photo files, folders or zip archives. ``names``: the original upload
+    file name of each input (None where unknown; see :func:`collect_labelled`), used in
+    ``sources`` and warnings. Camera EXIF is kept, orientation reset to 1. Unreadable
+    files are skipped, listed in ``rejected`` and named in ``warnings`` (one sentence per
+    reason: damaged data, unknown format, empty file); fewer than ``min_images`` usable
+    photos raise ``JobFailed("too_few_images")``, whose message names the files left out.
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".photos-") as work:
-        paths = collect_photos(inputs, work)
-        report = _write_photos(paths, out_dir, max_image_size, jpeg_quality, on_progress)
+        labelled = collect_labelled(inputs, work, names=names)
+        report = _write_photos(labelled, out_dir, max_image_size, jpeg_quality, on_progress)
     if report.kept < min_images:
         for name in report.files:
             (out_dir / name).unlink(missing_ok=True)
+        left_out = "".join(f" {w[0].upper()}{w[1:]}." for w in report.warnings)
         raise JobFailed(
             "too_few_images",
             f"{report.kept} usable photo(s) were given; at least {min_images} are needed "
-            "for a reconstruction.",
+            f"for a reconstruction.{left_out}",
             {"images": report.kept, "rejected": len(report.rejected), "min_images": min_images},
         )
     report.elapsed_s = round(time.perf_counter() - t0, 3)
@@ -266,16 +320,17 @@ def prepare_photos(
 
 
 def _write_photos(
-    paths: list[Path],
+    labelled: list[tuple[Path, str]],
     out_dir: Path,
     max_image_size: int,
     jpeg_quality: int,
     on_progress: ProgressFn | None,
 ) -> PhotoReport:
     report = PhotoReport(
-        inputs=len(paths), kept=0, rotated=0, max_image_size=max_image_size, elapsed_s=0.0
+        inputs=len(labelled), kept=0, rotated=0, max_image_size=max_image_size, elapsed_s=0.0
     )
-    for i, p in enumerate(paths):
+    dropped: dict[str, list[str]] = {}
+    for i, (p, label) in enumerate(labelled):
         try:
             info = read_photo_info(p)
             img = load_upright(p)
@@ -283,7 +338,9 @@ def _write_photos(
         except JobFailed:
             raise
         except Exception as exc:
-            report.rejected.append((p.name, f"not a readable image ({type(exc).__name__})"))
+            reason = _reason(p, exc)
+            report.rejected.append((label, _REASONS[reason][0]))
+            dropped.setdefault(reason, []).append(label)
             continue
         report.source_long_side = max(report.source_long_side, *img.size)
         scale = min(1.0, max_image_size / max(img.size))
@@ -295,11 +352,23 @@ def _write_photos(
         report.kept += 1
         report.rotated += info.orientation != 1
         report.files.append(name)
-        report.sources.append(p.name)
+        report.sources.append(label)
         report.sizes.append(img.size)
         if on_progress is not None:
-            on_progress((i + 1) / len(paths), "photos")
+            on_progress((i + 1) / len(labelled), "photos")
+    report.warnings = [
+        dropped_warning(_NOUNS[reason], dropped[reason], *_REASONS[reason])
+        for reason in _REASONS
+        if reason in dropped
+    ]
     return report
+
+
+def _reason(path: Path, exc: Exception) -> str:
+    """Key of :data:`_REASONS` for a photo that could not be read."""
+    if path.stat().st_size == 0:
+        return "empty"
+    return "unrecognised" if isinstance(exc, UnidentifiedImageError) else "damaged"
 
 
 def _clean_exif(path: Path) -> bytes:

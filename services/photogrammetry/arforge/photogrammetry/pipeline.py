@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +41,19 @@ def run_pipeline(
     work_dir: str,
     params: dict[str, Any],
     *,
+    input_names: Sequence[str | None] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Reconstruct a textured model from a video or photos.
 
     ``inputs``: ``[(local_path, kind), ...]`` with kind ``video`` (exactly one) or
-    ``image`` / ``images_zip`` (any number). ``params``: a validated
+    ``image`` / ``images_zip`` (any number). ``input_names``: the original upload file
+    name of each input (None where unknown), used in warnings about photos left out
+    (else the local file names). ``params``: a validated
     ``PhotogrammetryParams`` dict. Writes ``model.glb``, ``model.usdz``, ``preview.png``
     and ``report.json`` into ``work_dir/out`` and returns the report (timings in seconds,
-    counts, SfM quality, model size). Raises ``JobFailed`` with the codes of the probe,
-    keyframe, SfM and reconstruction stages.
+    counts, SfM quality, model size, ``warnings``: sentences for the job result). Raises
+    ``JobFailed`` with the codes of the probe, keyframe, SfM and reconstruction stages.
     """
     t0 = time.perf_counter()
     work = Path(work_dir)
@@ -93,15 +96,25 @@ def run_pipeline(
         }
         warnings.extend(frames.warnings)
         source_side = max(frames.width, frames.height)
+        labels = {
+            f: f"at {t:.2f} s" for f, t in zip(frames.files, frames.timestamps_s, strict=True)
+        }
     else:
         photos = prepare_photos(
             [p for p, _ in inputs],
             images,
+            names=input_names,
             max_image_size=max_size,
             on_progress=_span(on_progress, 0.0, 0.1),
         )
-        report["ingest"] = {"source": "photos", **_public(photos)}
+        report["ingest"] = {
+            "source": "photos",
+            **_public(photos),
+            "rejected": [{"name": n, "reason": r} for n, r in photos.rejected],
+        }
+        warnings.extend(photos.warnings)
         source_side = photos.source_long_side
+        labels = dict(zip(photos.files, photos.sources, strict=True))
     timings["ingest"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -114,6 +127,7 @@ def run_pipeline(
         max_image_size=max_size,
         source_long_side=source_side,
         max_num_features=max_features,
+        labels=labels,
         on_progress=_span(on_progress, 0.1, 0.45),
     )
     timings["sfm"] = time.perf_counter() - t

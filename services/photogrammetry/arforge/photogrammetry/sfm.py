@@ -21,7 +21,7 @@ import re
 import resource
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ import pycolmap
 from PIL import Image
 
 from arforge.photogrammetry import capabilities
+from arforge.photogrammetry.left_out import dropped_warning, placement_warning
 from arforge.photogrammetry.sfm_checks import MatchGraphStats, analyse_match_graph
 from arforge.photogrammetry.sfm_pairs import (
     chunked,
@@ -116,6 +117,7 @@ def run_sfm(
     num_threads: int = -1,
     seed: int | None = 0,
     verbose: bool = False,
+    labels: Mapping[str, str] | None = None,
     on_progress: Progress | None = None,
 ) -> SfMResult:
     """Recover camera poses and a sparse 3D point cloud from the images in ``image_dir``.
@@ -152,12 +154,25 @@ def run_sfm(
     no parallax: the camera rotated or panned in place), ``gpu_unavailable``
     (``device="cuda"`` without CUDA). ``on_progress(fraction in [0, 1], stage)`` is
     called between steps.
+
+    Warnings (``SfMResult.warnings``, sentences for the job result; :mod:`.left_out`):
+    images with no features to match, and, when the kept model holds fewer than
+    ``split_warning_ratio`` of the images, the images left out (in other models or in
+    none). ``labels`` maps image file names to the names these warnings use after the
+    noun ("image", or "frame" when ``ordered``), e.g. the original upload names of
+    photos or "at 1.50 s" for a video's keyframes; unmapped images go by file name.
     """
     t_start = time.perf_counter()
     image_dir = Path(image_dir).resolve()
     work_dir = Path(work_dir).resolve()
     progress = on_progress or (lambda _f, _s: None)
     dev = capabilities.choose_device(device, capabilities.detect())
+
+    def label(name: str) -> str:
+        return (labels or {}).get(name, name)
+
+    noun = "frame" if ordered else "image"
+
     if not verbose:
         pycolmap.logging.minloglevel = 1  # warnings and errors only
     if seed is not None:
@@ -204,9 +219,16 @@ def run_sfm(
             progress=_scaled(progress, "features"),
         )
         usable = _images_with_features(database, names)
-        if len(usable) < len(names):
-            skipped = [n for n in names if n not in set(usable)]
-            warnings.append(f"{len(skipped)} image(s) unreadable or featureless: {skipped[:5]}")
+        featureless = [n for n in names if n not in set(usable)]
+        if featureless:
+            warnings.append(
+                dropped_warning(
+                    noun,
+                    [label(n) for n in featureless],
+                    "could not be read or shows no detail to match (blank, blurred or dark)",
+                    "could not be read or show no detail to match (blank, blurred or dark)",
+                )
+            )
         timed("features", t0)
 
         # --- matching --------------------------------------------------------------
@@ -258,7 +280,7 @@ def run_sfm(
         )
         timed("mapping", t0)
         sizes = sorted((int(r.num_reg_images()) for r in models.values()), reverse=True)
-        best = _largest(models)
+        best = seed_model = _largest(models)
         refinement: dict[str, Any] = {}
         if best is not None and best.num_reg_images() < min(
             refine_below_ratio * len(names), len(usable)
@@ -298,13 +320,13 @@ def run_sfm(
             )
         if registered < split_warning_ratio * len(names):
             hint = size_advice(scale)
-            others = ", ".join(str(n) for n in sizes[1:]) or "none"
-            warnings.append(
-                f"the largest reconstructed model holds {registered} of {len(names)} images "
-                f"({registered / len(names):.0%}); the others did not join it "
-                f"(other models: {others} images); the result uses the largest"
-                + (f". {hint}" if hint else "")
+            others, unplaced = _left_out(models, seed_model, best, names, featureless)
+            placed = placement_warning(
+                len(names), registered, others, [label(n) for n in unplaced], noun=noun
             )
+            text = ". ".join(t for t in (placed, hint) if t)
+            if text:
+                warnings.append(text)
 
         # --- write ------------------------------------------------------------------
         t0 = time.perf_counter()
@@ -537,6 +559,31 @@ def _continue_mapping(
     if continued is not None and continued.num_reg_images() > model.num_reg_images():
         return continued
     return model
+
+
+def _left_out(
+    models: dict[int, pycolmap.Reconstruction],
+    seed_model: pycolmap.Reconstruction | None,
+    best: pycolmap.Reconstruction,
+    names: list[str],
+    featureless: list[str],
+) -> tuple[list[int], list[str]]:
+    """Images outside the kept model ``best``: per other mapped model (not
+    ``seed_model``, which ``best`` grew from), how many of its images ``best`` lacks,
+    largest first, zeros dropped; and the names (input order) in no model, except
+    ``featureless`` ones (reported on their own)."""
+    kept = {best.image(i).name for i in best.reg_image_ids()}
+    elsewhere: set[str] = set()
+    counts = []
+    for model in models.values():
+        if model is seed_model:
+            continue
+        extra = {model.image(i).name for i in model.reg_image_ids()} - kept
+        elsewhere |= extra
+        counts.append(len(extra))
+    counts = sorted((n for n in counts if n > 0), reverse=True)
+    skip = kept | elsewhere | set(featureless)
+    return counts, [n for n in names if n not in skip]
 
 
 def _largest(models: dict[int, pycolmap.Reconstruction]) -> pycolmap.Reconstruction | None:
