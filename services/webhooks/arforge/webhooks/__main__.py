@@ -13,9 +13,9 @@ import sys
 
 import structlog
 
-from arforge.shared import aio
 from arforge.shared.bus import connect
 from arforge.shared.settings import get_settings
+from arforge.shared.startup import run_service
 
 from .dispatcher import Dispatcher
 from .settings import WebhookSettings
@@ -57,4 +57,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(aio.run(main()))
+    _s = get_settings()
+    sys.exit(run_service("webhooks", main, database_url=_s.database_url, nats_url=_s.nats_url))

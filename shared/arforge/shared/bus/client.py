@@ -321,6 +321,36 @@ def _event_msg(event: Event) -> tuple[str, bytes, dict[str, str]]:
     return event.subject_name(), event.model_dump_json().encode(), {"Nats-Msg-Id": event.id}
 
 
+class _ConnectionLog:
+    """One log line per connection problem instead of nats-py's traceback per retry.
+
+    While the server is unreachable, the same error is logged once and then only every
+    ``REPEAT_S`` seconds (nats-py retries twice a second, forever)."""
+
+    REPEAT_S = 30.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._last: tuple[str, float] = ("", 0.0)
+
+    async def error(self, e: Exception) -> None:
+        import time
+
+        what = f"{type(e).__name__}: {e}".rstrip(": ")
+        now = time.monotonic()
+        if what == self._last[0] and now - self._last[1] < self.REPEAT_S:
+            return
+        self._last = (what, now)
+        log.warning("NATS connection problem; retrying", url=self.url, error=what)
+
+    async def disconnected(self) -> None:
+        log.warning("disconnected from NATS; reconnecting", url=self.url)
+
+    async def reconnected(self) -> None:
+        self._last = ("", 0.0)
+        log.info("reconnected to NATS", url=self.url)
+
+
 def check_server_version(version: tuple[int, int, int], url: str) -> None:
     """Raise :class:`ServerTooOld` with a sentence naming the version needed."""
     if version < MIN_SERVER_VERSION:
@@ -339,12 +369,16 @@ async def connect(url: str, *, name: str, **options: Any) -> Bus:
     Reconnects forever with a 0.5 s wait (a restarted server is picked up again).
     Raises :class:`ServerTooOld` for servers older than 2.10 or without JetStream.
     """
+    conn_log = _ConnectionLog(url)
     opts: dict[str, Any] = {
         "name": name,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "connect_timeout": 5,
         "allow_reconnect": True,
+        "error_cb": conn_log.error,
+        "disconnected_cb": conn_log.disconnected,
+        "reconnected_cb": conn_log.reconnected,
     }
     opts.update(options)
     nc = await nats.connect(url, **opts)

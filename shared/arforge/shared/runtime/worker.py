@@ -50,7 +50,6 @@ import structlog
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
-from .. import aio
 from ..bus import Bus
 from ..bus import topology as topo
 from ..bus.publisher import PubAck
@@ -627,6 +626,7 @@ def run_worker(handlers: dict[str, Handler], *, service: str | None = None) -> N
     from ..contracts import default_registry
     from ..logging import configure_logging
     from ..settings import get_settings
+    from ..startup import run_service
     from ..storage.factory import make_store
 
     settings = get_settings()
@@ -646,4 +646,6 @@ def run_worker(handlers: dict[str, Handler], *, service: str | None = None) -> N
             await bus.close()
             await store.close()
 
-    aio.run(main())
+    run_service(
+        f"worker.{name}", main, database_url=settings.database_url, nats_url=settings.nats_url
+    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from arforge.shared import aio
 from arforge.shared.logging import configure_logging
 from arforge.shared.settings import get_settings
+from arforge.shared.startup import run_service
 
 from .consumer import run_tracker
 
@@ -23,7 +23,9 @@ async def _main() -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging("tracker", level=settings.log_level, json=settings.log_json)
-    aio.run(_main())
+    run_service(
+        "api.tracker", _main, database_url=settings.database_url, nats_url=settings.nats_url
+    )
 
 
 if __name__ == "__main__":

@@ -83,7 +83,21 @@ async def run_tracker(settings: Settings, stop: asyncio.Event, *, ready: Any = N
     registry = Registry().with_overrides(settings.policies)
     await migrate(settings.database_url)
     pool = await create_pool(settings.database_url, max_size=4)
-    bus = await connect(settings.nats_url, name="arforge-tracker")
+    # NATS may come up after us (it is retried forever); a stop meanwhile ends the wait.
+    connecting = asyncio.create_task(connect(settings.nats_url, name="arforge-tracker"))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({connecting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        await pool.close()
+        return
+    try:
+        bus = connecting.result()
+    except BaseException:
+        await pool.close()
+        raise
     try:
         await bus.ensure_topology(registry)
 
