@@ -15,6 +15,7 @@ from .. import isolation
 from ..contracts import Artifact, JobMessage, JobSpec
 from ..errors import JobFailed
 from ..storage.base import ObjectNotFound, ObjectStore
+from . import workdirs
 
 ProgressSink = Callable[[float, str], None]
 
@@ -48,8 +49,10 @@ class JobContext:
 
     @property
     def workdir(self) -> Path:
-        """This attempt's private directory, created on first use."""
-        self._workdir.mkdir(parents=True, exist_ok=True)
+        """This attempt's private directory, created on first use (owned by this process:
+        a worker starting after this one was killed removes it, see :mod:`.workdirs`)."""
+        if not self.workdir_used:
+            workdirs.claim(self._workdir)
         self.workdir_used = True
         return self._workdir
 

@@ -60,6 +60,7 @@ from ..storage.base import ObjectStore
 from .cancels import CancelMirror
 from .context import JobContext
 from .lanes import Lane, LaneScheduler
+from .workdirs import sweep_orphans
 
 log = structlog.get_logger("arforge.worker")
 
@@ -118,6 +119,13 @@ class Worker:
 
     # --- set-up ------------------------------------------------------------------
     async def _setup(self) -> None:
+        orphans = await asyncio.to_thread(sweep_orphans, Path(self.settings.workdir))
+        if orphans:
+            log.info(
+                "removed work directories of workers that died",
+                count=len(orphans),
+                dirs=[d.name for d in orphans[:10]],
+            )
         await self.bus.ensure_topology(self.specs.values(), ack_wait_s=self.settings.ack_wait_s)
         nc = self.bus.nc
         for lane in self.scheduler.lanes:
