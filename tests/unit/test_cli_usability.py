@@ -349,3 +349,85 @@ def test_the_pre_upload_check_validates_params_and_inputs_as_the_api_does() -> N
     check_job("photogrammetry", {}, 2, ["image", None])
     with pytest.raises(ValueError, match=r"^photogrammetry takes 1 to 500 inputs, got 0$"):
         check_job("photogrammetry", {}, 0, [])
+
+
+KILLED_STACK = """
+import os, subprocess, sys, time
+from pathlib import Path
+from arforge.cli.stack import procs
+from arforge.cli.stack.supervisor import ChildSpec, Supervisor
+data = Path(sys.argv[1])
+sup = Supervisor(data, say=lambda m: None)
+procs.write_pid_file(sup.run_dir, "supervisor", os.getpid())
+# Like a worker: drains on SIGTERM (the parent-death signal) while a compute child in its
+# own session (arforge.shared.isolation) keeps going.
+drain = (
+    "import signal, subprocess, time\\n"
+    "subprocess.Popen(['sleep', '1030'], start_new_session=True)\\n"
+    "signal.signal(signal.SIGTERM, lambda *a: time.sleep(60))\\n"
+    "print('ready', flush=True)\\n"
+    "time.sleep(1000)\\n"
+)
+sup.start(ChildSpec(name="photogrammetry", argv=[sys.executable, "-c", drain]))
+while "ready" not in (data / "logs" / "photogrammetry.log").read_text():
+    time.sleep(0.01)
+print("started", flush=True)
+time.sleep(1000)
+"""
+
+
+def test_down_after_the_supervisor_was_killed_cleans_up_its_leftovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    data = tmp_path / ".arforge"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", KILLED_STACK, str(data)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    assert parent.stdout.readline().strip() == "started"
+    rec = procs.read_pid_file(data / "run" / "photogrammetry.pid")
+    assert rec is not None and rec.is_live_and_ours()
+    deadline = time.monotonic() + 10
+    while not procs.descendants(rec.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    tree = [rec.pid] + [p.pid for p in procs.descendants(rec.pid)]
+    assert len(tree) == 2
+    parent.kill()  # kill -9 `arforge up`
+    parent.wait()
+    try:
+        time.sleep(0.3)
+        assert rec.is_live_and_ours(), "the worker drains after its parent-death signal"
+
+        rc, out, _ = _cli(["down", "--data-dir", str(data)], monkeypatch)
+
+        assert (rc, out.strip()) == (
+            0,
+            f"cleaned up leftovers of a stack that was killed: photogrammetry (pid {rec.pid})",
+        )
+        assert [p for p in tree if procs.alive(p)] == []
+        assert list((data / "run").glob("*.pid")) == []
+        rc, out, _ = _cli(["down", "--data-dir", str(data)], monkeypatch)
+        assert rc == 0 and out.startswith("no ARForge stack is running")
+    finally:
+        procs.clean_stale(data / "run")
+
+
+def test_a_refused_up_leaves_no_directories_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import socket
+
+    for name in [k for k in os.environ if k.startswith("ARFORGE_")]:
+        monkeypatch.delenv(name)
+    data = tmp_path / "dd2"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc, _, err = _cli(["up", "--data-dir", str(data), "--api-port", str(port)], monkeypatch)
+    assert rc == 1
+    assert f"port {port} for the API is already in use; pass --api-port." in err
+    assert not data.exists()

@@ -134,12 +134,18 @@ def _purge(data_dir: Path) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from .stack import procs
     from .stack.stack import running_supervisor
 
     d = config.data_dir(args.data_dir)
     rec = running_supervisor(d)
     if rec is None:
-        console.print(f"no ARForge stack is running ({config.where_looked(args.data_dir)})")
+        # A supervisor killed with -9 may have left children: those recorded in run/*.pid.
+        killed = procs.clean_stale(d / "run")
+        if killed:
+            console.print("cleaned up leftovers of a stack that was killed: " + ", ".join(killed))
+        else:
+            console.print(f"no ARForge stack is running ({config.where_looked(args.data_dir)})")
         return _purge(d) if args.purge else 0
     os.kill(rec.pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout

@@ -274,3 +274,33 @@ def kill_orphans(sid: int, min_starttime: int) -> list[int]:
         _signal_all([p for p in orphans if _same(p)], signal.SIGKILL)
         _wait_gone(orphans, 3.0, None)
     return [p.pid for p in orphans]
+
+
+def watch_supervisor(fd: int, run_dir: Path, supervisor_pid: int) -> list[str]:
+    """The watchdog's work: wait for the supervisor to exit, then kill what it left running.
+
+    Blocks until every write end of the pipe whose read end is ``fd`` is closed, which
+    happens when the supervisor process exits, however it dies. If ``run_dir/supervisor.pid``
+    still names ``supervisor_pid`` (it died without stopping the stack; a clean stop removes
+    the file first), runs :func:`clean_stale` on ``run_dir``. Returns what it killed.
+    """
+    while True:
+        try:
+            if not os.read(fd, 64):
+                break
+        except InterruptedError:
+            continue
+    rec = read_pid_file(run_dir / "supervisor.pid")
+    if rec is None or rec.pid != supervisor_pid:
+        return []  # stopped cleanly, or another stack owns the directory now
+    return clean_stale(run_dir)
+
+
+if __name__ == "__main__":
+    # `python -m arforge.cli.stack.procs watch FD RUN_DIR SUPERVISOR_PID` (the watchdog child)
+    import sys
+
+    _, _cmd, _fd, _run, _pid = sys.argv
+    _killed = watch_supervisor(int(_fd), Path(_run), int(_pid))
+    if _killed:
+        print(f"the supervisor (pid {_pid}) died; killed: {', '.join(_killed)}", flush=True)

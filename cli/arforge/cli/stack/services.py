@@ -80,12 +80,19 @@ def child_env(ep: Endpoints, name: str, base: dict[str, str] | None = None) -> d
 def service_specs(
     ep: Endpoints, workers: list[str], critical_workers: frozenset[str] = frozenset()
 ) -> list[ChildSpec]:
-    """Supervisor entries for API, tracker, webhooks (if installed) and ``workers``."""
+    """Supervisor entries for API, tracker, webhooks (if installed) and ``workers``.
+
+    All of them are restarted when they die once the stack runs (``ChildSpec.restart``).
+    """
     py = sys.executable
     specs = []
     for name, module, critical in CORE:
         argv = [py, "-m", module]
-        specs.append(ChildSpec(name=name, argv=argv, env=child_env(ep, name), critical=critical))
+        specs.append(
+            ChildSpec(
+                name=name, argv=argv, env=child_env(ep, name), critical=critical, restart=True
+            )
+        )
     wname, wmodule, wcritical = WEBHOOKS
     if runnable(wmodule):
         specs.append(
@@ -94,6 +101,7 @@ def service_specs(
                 argv=[py, "-m", wmodule],
                 env=child_env(ep, wname),
                 critical=wcritical,
+                restart=True,
             )
         )
     modules = dict(WORKERS)
@@ -104,6 +112,7 @@ def service_specs(
                 argv=[py, "-m", modules[name]],
                 env=child_env(ep, name),
                 critical=name in critical_workers,
+                restart=True,
                 # A worker drains its running job on SIGTERM (settings.worker.drain_grace_s).
                 stop_timeout=float(os.environ.get("ARFORGE_WORKER__DRAIN_GRACE_S", "30")) + 5,
             )

@@ -2,8 +2,9 @@
 
 ``Stack(options).start()`` brings everything up in order, waiting for each piece to be
 ready (NATS port, PostgreSQL ``SELECT 1``, API ``/readyz``), and returns a
-:class:`StackInfo`; ``check()`` reports children that died; ``stop()`` stops them all,
-newest first. Files under the data directory (default ``.arforge/``)::
+:class:`StackInfo`; ``check()`` reports children that died and restarts the services among
+them (API, tracker, webhooks, workers) with backoff; ``stop()`` stops them all, newest first.
+Files under the data directory (default ``.arforge/``)::
 
     nats/        JetStream store            logs/<name>.log   one log per child
     pg/<major>/  private PostgreSQL cluster run/<name>.pid    pid files (stale ones cleaned)
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 
 from . import nats, postgres, procs, services
-from .supervisor import Child, ChildSpec, Supervisor
+from .supervisor import Backoff, Child, ChildSpec, Supervisor
 
 T = TypeVar("T")
 
@@ -54,6 +55,7 @@ class StackOptions:
     workers: list[str] | None = None  # None: every installed worker
     critical_workers: frozenset[str] = frozenset()
     ready_timeout_s: float = 120.0
+    restart_backoff: Backoff = field(default_factory=Backoff)
 
     @classmethod
     def from_env(cls, **overrides: object) -> StackOptions:
@@ -100,7 +102,7 @@ class Stack:
         self.opts = options
         self.say = say
         self.data_dir = options.data_dir.resolve()
-        self.sup = Supervisor(self.data_dir, say)
+        self.sup = Supervisor(self.data_dir, say, options.restart_backoff)
         self.info: StackInfo | None = None
         self.claimed = False  # this process owns the data dir (its supervisor.pid is ours)
         self._started = time.monotonic()
@@ -112,10 +114,8 @@ class Stack:
         while True:
             if ready():
                 return
-            for child in self.sup.poll():
-                if child.spec.critical:
-                    raise StackError(f"{what}: {self.sup.death_report(child)}")
-                self.say(self.sup.death_report(child))  # a worker: report, keep going
+            self._handle_deaths(starting=True, what=what)
+            self.sup.restart_due()
             if time.monotonic() > deadline:
                 raise StackError(f"{what}: not ready after {timeout:.0f} s; see {self.sup.log_dir}")
             time.sleep(0.2)
@@ -127,16 +127,40 @@ class Stack:
             raise StackError(f"cannot start {spec.name} ({spec.argv[0]}): {e}") from e
 
     # -- pieces ---------------------------------------------------------------------
-    def _claim(self) -> None:
-        run = self.sup.run_dir
-        run.mkdir(parents=True, exist_ok=True)
-        rec = procs.read_pid_file(run / "supervisor.pid")
+    def _refuse_if_running(self) -> None:
+        rec = procs.read_pid_file(self.sup.run_dir / "supervisor.pid")
         if rec is not None and rec.pid != os.getpid() and rec.is_live_and_ours():
             raise StackError(
                 f"an ARForge stack is already running from {self.data_dir} (pid {rec.pid}); "
                 "stop it with `arforge down` (or Ctrl-C in its terminal), or pass another "
                 "--data-dir."
             )
+
+    def _preflight(self) -> None:
+        """Refusals that need nothing on disk, so a refused start leaves no directories.
+
+        Ports are checked here only when there is no ``run/`` yet: otherwise a busy port
+        may belong to a killed stack's leftover, which :meth:`_claim` cleans up first.
+        """
+        o = self.opts
+        self._refuse_if_running()
+        if not services.runnable("arforge.api"):
+            raise StackError("the API package (arforge-api) is not installed: `make install`")
+        if self.sup.run_dir.is_dir():
+            return
+        self._check_api_port()
+        if not o.nats_url and not _port_free(o.host, o.nats_port):
+            self._nats_port_taken()
+
+    def _check_api_port(self) -> None:
+        o = self.opts
+        if not _port_free(o.host, o.api_port):
+            raise StackError(f"port {o.api_port} for the API is already in use; pass --api-port.")
+
+    def _claim(self) -> None:
+        run = self.sup.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_running()
         killed = procs.clean_stale(run)
         if killed:
             self.say("cleaned up leftovers of a previous run: " + ", ".join(killed))
@@ -153,15 +177,7 @@ class Stack:
             self.say(f"NATS: using {o.nats_url} (nats-server {info.version_text}, JetStream on)")
             return o.nats_url
         if not _port_free(o.host, o.nats_port):
-            try:
-                found = f"nats-server {nats.read_info(o.host, o.nats_port, 2).version_text}"
-            except (OSError, ValueError):
-                found = "another program"
-            raise StackError(
-                f"port {o.nats_port} is already used by {found}, which arforge did not start. "
-                "Pass --nats-port with a free port, or set ARFORGE_NATS_URL to use that server "
-                f"(it must be nats-server {'.'.join(map(str, nats.MIN_VERSION))}+ with JetStream)."
-            )
+            self._nats_port_taken()
         store = self.data_dir / "nats"
         store.mkdir(parents=True, exist_ok=True)
         try:
@@ -177,6 +193,18 @@ class Stack:
         except nats.NatsUnsuitable as e:
             raise StackError(f"NATS: {e}") from e
         return url
+
+    def _nats_port_taken(self) -> None:
+        o = self.opts
+        try:
+            found = f"nats-server {nats.read_info(o.host, o.nats_port, 2).version_text}"
+        except (OSError, ValueError):
+            found = "another program"
+        raise StackError(
+            f"port {o.nats_port} is already used by {found}, which arforge did not start. "
+            "Pass --nats-port with a free port, or set ARFORGE_NATS_URL to use that server "
+            f"(it must be nats-server {'.'.join(map(str, nats.MIN_VERSION))}+ with JetStream)."
+        )
 
     def _postgres(self) -> tuple[str, str]:
         o = self.opts
@@ -280,15 +308,12 @@ class Stack:
         self._started = time.monotonic()
         o = self.opts
         try:
+            self._preflight()
             for d in ("run", "logs", "storage", "work"):
                 (self.data_dir / d).mkdir(parents=True, exist_ok=True)
             self._claim()
-            if not services.runnable("arforge.api"):
-                raise StackError("the API package (arforge-api) is not installed: `make install`")
-            if not _port_free(o.host, o.api_port):
-                raise StackError(
-                    f"port {o.api_port} for the API is already in use; pass --api-port."
-                )
+            self._check_api_port()
+            self.sup.start_watchdog()
             nats_url = self._nats()
             database_url, pg_desc = self._postgres()
             self._migrate(database_url)
@@ -308,7 +333,7 @@ class Stack:
             key = self._api_key(database_url, ep.api_url)
             # A crash right after start (bad config, import error) shows up within a moment.
             time.sleep(0.5)
-            self._report_deaths(raise_on_critical=True)
+            self._handle_deaths(starting=True)
             self.info = StackInfo(
                 api_url=ep.api_url,
                 api_key=key,
@@ -336,17 +361,35 @@ class Stack:
         }
         write_secret(self.data_dir / "stack.json", json.dumps(state, indent=2) + "\n")
 
-    def _report_deaths(self, raise_on_critical: bool) -> list[Child]:
+    def _handle_deaths(self, starting: bool, what: str = "") -> list[Child]:
+        """Report children that died and plan restarts; raise if a critical one can't be.
+
+        While the stack starts, a critical child (API, tracker) dying means it cannot work
+        as configured: fail at once. Once it runs, a ``restart`` child is restarted; NATS
+        and a private PostgreSQL are not (see :meth:`check`).
+        """
         dead = self.sup.poll()
         for child in dead:
-            if child.spec.critical and raise_on_critical:
-                raise StackError(self.sup.death_report(child))
-            self.say(self.sup.death_report(child))
+            report = self.sup.death_report(child)
+            if child.spec.critical and (starting or not child.spec.restart):
+                raise StackError(f"{what}: {report}" if what else report)
+            self.say(report)
+            if child.spec.restart:
+                self.sup.schedule_restart(child)
         return dead
 
     def check(self) -> None:
-        """Report children that died; raise :class:`StackError` if a critical one did."""
-        self._report_deaths(raise_on_critical=True)
+        """Report dead children, restart services that are due; call it every ~0.5 s.
+
+        Services (API, tracker, webhooks, workers, the watchdog) are restarted with
+        exponential backoff (``options.restart_backoff``). Raises :class:`StackError` when
+        NATS or the private PostgreSQL dies: the stack stops rather than start them again,
+        since their port may have been taken meanwhile by another program the services
+        would then talk to, and a crash of either points at a problem (disk, memory, data)
+        a restart loop would hide. Call it from the thread that started the stack.
+        """
+        self._handle_deaths(starting=False)
+        self.sup.restart_due()
 
     def stop(self) -> None:
         """Stop every child (newest first) and remove the pid and state files.
