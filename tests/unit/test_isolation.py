@@ -3,6 +3,7 @@
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,51 @@ def _sleep_forever(on_progress) -> None:  # type: ignore[no-untyped-def]
     import time
 
     time.sleep(3600)
+
+
+def _record_pid_and_sleep(path: str, on_progress) -> None:  # type: ignore[no-untyped-def]
+    import time
+    from pathlib import Path
+
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(3600)
+
+
+def test_the_child_dies_with_a_killed_worker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, sys; sys.path.insert(0, 'tests/unit');"
+            "from test_isolation import _record_pid_and_sleep;"
+            "from arforge.shared.isolation import run_isolated;"
+            f"asyncio.run(run_isolated(_record_pid_and_sleep, {str(pid_file)!r}))",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        os.kill(worker.pid, signal.SIGKILL)  # the worker dies without cleaning up
+        worker.wait()
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the isolation child outlived its worker"
+    finally:
+        worker.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

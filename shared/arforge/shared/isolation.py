@@ -76,6 +76,7 @@ async def run_isolated(
         "-m",
         "arforge.shared.isolation",
         str(write_fd),
+        str(os.getpid()),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -175,7 +176,28 @@ def _is_fatal_line(text: str) -> bool:
     )
 
 
-def _child_main(fd: int) -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent (the worker) dies, e.g. from
+    SIGKILL; if the parent is already gone, exit now. Nothing happens off Linux.
+
+    The child runs in its own session (so cancel can kill its group), which also puts it
+    out of reach of whoever stops the worker's group: without this it computes on as an
+    orphan until it next writes to the closed channel.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _child_main(fd: int, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     channel = os.fdopen(fd, "wb", buffering=0)
     os.dup2(2, 1)  # stray prints (Python or C) go to stderr, never into the channel
     sys.stdout = sys.stderr
@@ -202,4 +224,4 @@ def _child_main(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(int(sys.argv[1]))
+    _child_main(int(sys.argv[1]), int(sys.argv[2]))
