@@ -388,11 +388,13 @@ async def test_commands_take_a_unique_id_prefix(api: Api, clip: Path, tmp_path: 
     # cancel, then retry, by prefix: only that job changes
     r = await api.cli("cancel", third[:6])
     assert r.rc == 0, r.err
+    assert r.out.strip() == f"cancellation requested for job {third}"  # the whole id
     assert [await _job_row(api, j) for j in (first, second, third)] == [
         ("queued", 1), ("queued", 1), ("cancelled", 1)
     ]  # fmt: skip
     r = await api.cli("retry", third.replace("-", "")[:10])  # hyphens may be left out
     assert r.rc == 0, r.err
+    assert r.out.strip() == f"job {third} queued again"
     assert await _job_row(api, third) == ("queued", 2)
 
     # wait: messages name the whole id
@@ -470,6 +472,7 @@ async def test_dlq_replay_takes_a_prefix_among_dead_letters(api: Api, clip: Path
     assert r.rc == 2 and "matches 2 jobs" in r.err
     r = await api.cli("dlq", "replay", "abcd")
     assert r.rc == 0, r.err
+    assert r.out.strip() == f"dead letter {AAAA} replayed"
     replayed = await pool.fetchval(
         "SELECT replayed_at FROM dead_letters WHERE job_id = $1", uuid.UUID(AAAA)
     )

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -277,15 +278,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        client.cancel(args.id)
-    console.print(f"cancellation requested for job {args.id}")
+        job = client.cancel(args.id)
+    console.print(f"cancellation requested for job {_full_id(job, args.id)}")
     return 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        client.retry(args.id)
-    console.print(f"job {args.id} queued again")
+        job = client.retry(args.id)
+    console.print(f"job {_full_id(job, args.id)} queued again")
     return 0
 
 
@@ -293,9 +294,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.dlq_command == "list":
             return jobs.dlq_list(client, console, args.json, wide=args.wide)
-        client.replay(args.id)
-    console.print(f"dead letter {args.id} replayed")
+        job = client.replay(args.id)
+    console.print(f"dead letter {_full_id(job, args.id)} replayed")
     return 0
+
+
+def _full_id(answer: dict[str, Any], typed: str) -> str:
+    """The whole job id from an API answer (the user may have typed a prefix)."""
+    return str(answer.get("id") or answer.get("job_id") or typed)
 
 
 TENANT_NAME_MAX = 200  # the tenants.name CHECK (migration 001_tenants_keys.sql)
