@@ -397,9 +397,9 @@ async def job_events(
     )
 
 
-@router.api_route(
+@router.head("/{job_id}/artifacts/{name}", include_in_schema=False)  # GET's headers
+@router.get(
     "/{job_id}/artifacts/{name}",
-    methods=["GET", "HEAD"],
     summary="Download an artifact",
     description="307 to a presigned URL when the store offers one, else the file is streamed. "
     "From local storage: one byte range per request (`Range: bytes=0-1023` answers 206; "
