@@ -12,22 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-# Extension (lower case, no dot) -> upload kind, as the API's content sniffing names them.
-KIND_BY_EXTENSION: dict[str, str] = {
-    **dict.fromkeys(("mp4", "m4v", "mov", "qt", "mkv", "webm", "3gp", "3g2"), "video"),
-    **dict.fromkeys(("jpg", "jpeg", "jpe", "png", "webp", "heic", "heif", "avif"), "image"),
-    "zip": "images_zip",
-    "glb": "glb",
-    "gltf": "gltf",
-    "usdz": "usdz",
-    "ply": "ply",
-}
+from arforge.shared.contracts.uploads import KIND_BY_EXTENSION, kind_for_extension
+
+__all__ = ["KIND_BY_EXTENSION", "kind_of", "kinds_of"]
 
 
 def kind_of(path: Path) -> str | None:
     """The upload kind ``path``'s extension claims (any case), or ``None`` for a file
     without a known extension (its kind is only known once the API has read it)."""
-    return KIND_BY_EXTENSION.get(path.suffix.lower().removeprefix("."))
+    return kind_for_extension(path.suffix) if path.suffix else None
 
 
 def kinds_of(paths: Iterable[Path]) -> list[str | None]:

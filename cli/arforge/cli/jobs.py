@@ -107,8 +107,9 @@ def check_job(
     spec = registry[job_type]
     if not getattr(spec, "implemented", True):
         raise ValueError(f"job type {job_type!r} has no worker in this version of ARForge")
+    params_json(params)  # NaN / Infinity: JSON cannot carry them to the API
     try:
-        spec.params.model_validate_json(params_json(params), strict=True)
+        spec.validate_params(params)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(["params", *(str(p) for p in first["loc"])])

@@ -44,6 +44,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from arforge.shared.contracts.uploads import kind_for_extension
+
 KINDS = ("video", "image", "images_zip", "glb", "gltf", "usdz", "ply")
 
 # Limits for archives (declared sizes are checked before anything is decompressed).
@@ -729,15 +731,6 @@ def _sniff_ply(head: bytes) -> SniffResult:
 # --------------------------------------------------------------------------------------
 # claims made by the client (compared with the sniffed kind by the upload route)
 
-_EXT_KIND = {
-    **dict.fromkeys(("mp4", "m4v", "mov", "qt", "mkv", "webm", "3gp", "3g2"), "video"),
-    **dict.fromkeys(("jpg", "jpeg", "jpe", "png", "webp", "heic", "heif", "avif"), "image"),
-    "zip": "images_zip",
-    "glb": "glb",
-    "gltf": "gltf",
-    "usdz": "usdz",
-    "ply": "ply",
-}
 _CTYPE_KIND = {
     "application/zip": "images_zip",
     "application/x-zip-compressed": "images_zip",
@@ -758,8 +751,9 @@ def claimed_kinds(filename: str | None, content_type: str | None) -> list[tuple[
     base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     if "." in base:
         ext = base.rsplit(".", 1)[-1].strip().lower()
-        if ext in _EXT_KIND:
-            out.append((_EXT_KIND[ext], f"extension .{ext}"))
+        kind = kind_for_extension(ext)
+        if kind is not None:
+            out.append((kind, f"extension .{ext}"))
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     if ctype.startswith("video/"):
         out.append(("video", f"Content-Type {ctype}"))

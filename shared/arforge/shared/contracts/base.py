@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import builtins
+import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -102,6 +104,16 @@ class JobSpec:
     the least number of photos when the inputs are single images), ``implemented`` is
     False for types whose worker does not exist yet.
     """
+
+    def validate_params(self, params: dict[str, Any]) -> BaseModel:
+        """``params`` (the JSON object of a submission) as this type's params model.
+
+        Strict JSON-mode validation, as the API applies it to what it receives: ``true``
+        is not an integer, ``"5"`` is not a number, ``1e3`` (a float) is not an integer,
+        but an integer is still a valid float (JSON has one number type). Raises pydantic's
+        ``ValidationError``.
+        """
+        return self.params.model_validate_json(json.dumps(params), strict=True)
 
     def input_problem(self, kinds: list[str]) -> str | None:
         """Why inputs of these upload kinds (in order) cannot make a job, or ``None``."""

@@ -64,9 +64,7 @@ def _validate_params(registry: Registry, body: JobCreate) -> dict[str, Any]:
             f"no worker for job type {spec.type!r} exists in this version",
         )
     try:
-        # Strict JSON-mode validation: `true` is not an integer and "5" is not a number, but
-        # an integer is still a valid float (JSON has one number type).
-        params = spec.params.model_validate_json(json.dumps(body.params), strict=True)
+        params = spec.validate_params(body.params)
     except ValidationError as exc:
         fields = field_errors(exc.errors())
         for f in fields:
